@@ -1,0 +1,34 @@
+// The usage example shown in README.md (kept identical by tests/check_readme_example.sh).
+// BEGIN README EXAMPLE
+#include <pkv/pkv.hpp>
+
+#include <cassert>
+#include <iostream>
+
+int main() {
+  // 1024 blocks of 16 tokens; 32 heads x 128 dims (f16) => 256 KiB of KV per block.
+  pkv::PagedKvCache cache(1024, 16, 32, 128);
+  (void)cache.set_eviction_strategy(pkv::EvictionStrategy::lru());
+
+  pkv::SeqId prompt{1};
+  if (auto r = cache.allocate(prompt, 40); !r) {  // 40 tokens -> 3 blocks
+    std::cerr << r.error().message() << '\n';
+    return 1;
+  }
+
+  // Beam search: share the prompt's blocks, copy-on-write on the first divergent append.
+  pkv::SeqId beam{2};
+  (void)cache.fork(prompt, beam);
+  auto appended = cache.append(beam, 1);  // last block is shared and partly full
+  assert(appended.has_value());
+  if (const auto& copy = appended.value()) {
+    // The caller copies the KV data of block copy->src into copy->dst before writing the token.
+    std::cout << "copy-on-write: " << copy->src << " -> " << copy->dst << '\n';
+  }
+
+  (void)cache.free(prompt);
+  (void)cache.free(beam);
+  std::cout << cache;  // the seed's Display form: strategy, blocks, memory, sequences, counters
+  return cache.used_block_count() == 0 ? 0 : 1;
+}
+// END README EXAMPLE

@@ -1,0 +1,204 @@
+// pkv/paged_kv_cache.hpp — a thread-safe paged KV-cache block manager (PagedAttention style).
+//
+// What it does
+//   Keeps, for each sequence (request), a block table: the KV blocks holding its tokens, block_size
+//   tokens per block. allocate() registers a prompt, append() grows a sequence, fork() shares all
+//   blocks with a new sequence (copy-on-write), free() gives blocks back, evict() frees a victim
+//   chosen by the eviction strategy, apply_streaming_llm() drops the middle tokens of a sequence.
+//   The names and behaviour are the seed's (Rust `PagedKvCache`), with its defects fixed:
+//     * real copy-on-write: append() never writes into a partly filled block that another sequence
+//       holds; it moves the writer to a fresh block and returns the CopyOp the caller performs;
+//     * StreamingLLM keeps exactly the first `sink` and last `window` tokens and frees exactly the
+//       blocks that hold none of them; later appends fill the free slots of the last kept block;
+//     * exact recency: last_access comes from one logical clock, so calls that happen one after
+//       another are ordered exactly (no wall clock, no sleeps needed);
+//     * bad input is rejected with an Error and changes nothing (table in README.md).
+//
+// Concurrency contract
+//   Every public method is thread-safe and linearizable, with these notes:
+//     * There is no global mutex on allocate / append / free / fork / get_sequence. Sequences live
+//       in kShards shards (hash of SeqId); each call locks the one shard of its sequence (fork
+//       locks the two shards of src and dst in address order). Blocks come from a BlockPool whose
+//       fast path touches only the calling thread's magazine (see block_pool.hpp).
+//     * Counters are striped per thread; stats() sums the stripes (exact when quiescent).
+//     * Victim selection is not a scan of every sequence: each shard keeps an ordered index of its
+//       sequences under the current strategy; the victim is the best of the shard heads (one lock
+//       per shard, O(kShards + log n)). evict() removes the victim under its shard lock, so a
+//       sequence is never freed twice and evict() never returns an id that another thread freed
+//       first (if the chosen victim vanished, it chooses again).
+//     * set_eviction_strategy() rebuilds the shard indexes; it excludes select/evict (a
+//       reader-writer lock that allocate/append/free/fork never take).
+//     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
+//       operator<<) read several words without a common lock: exact whenever no call is in flight,
+//       otherwise a value within the range the concurrent calls could produce.
+//     * peak_blocks_used is the largest used-block count observed right after a call took blocks:
+//       exact when calls do not overlap.
+//   Lock-free methods: block_size, total_blocks, block_memory_bytes, total_memory_bytes,
+//   eviction_threshold, free_block_count, used_block_count, utilization, used_memory_bytes,
+//   needs_eviction, num_sequences, stats. Shard-locking methods: allocate, append, free, fork,
+//   get_sequence, set_priority, apply_streaming_llm. Shard-scanning methods (one shard lock at a
+//   time): select_eviction_target, evict, evict_to_threshold, sequence_ids, operator<<.
+//
+// Memory ordering
+//   A sequence's table is read and written only under its shard mutex, which orders block-table
+//   changes between threads. Reference counts are BlockPool's (acq_rel drops). The logical clock
+//   is one relaxed fetch_add on its own cache line: recency order is the clock's order, which
+//   agrees with happens-before.
+//
+// Defined edge cases
+//   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
+//   returns no CopyOp and counts as an access (recency and LFU). apply_streaming_llm with
+//   sink + window >= num_tokens returns 0 and changes nothing; sink + window == 0 is rejected.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "pkv/block_pool.hpp"
+#include "pkv/types.hpp"
+
+namespace pkv {
+
+class PagedKvCache {
+ public:
+  /// Number of sequence-map shards (power of two).
+  static constexpr std::size_t kShards = 64;
+  static_assert((kShards & (kShards - 1)) == 0, "shard count must be a power of two");
+
+  struct Options {
+    BlockPool::Options pool{};
+  };
+
+  /// Creates a cache of `num_blocks` blocks of `block_size` tokens; num_heads and head_dim size the
+  /// KV memory (2 x block_size x num_heads x head_dim x 2 bytes per block, f16 K and V).
+  /// All four must be non-zero, num_blocks <= BlockPool::kMaxBlocks, and the byte sizes must fit
+  /// size_t; otherwise Errc::invalid_argument.
+  static Result<std::unique_ptr<PagedKvCache>> create(std::size_t num_blocks,
+                                                      std::size_t block_size,
+                                                      std::size_t num_heads, std::size_t head_dim,
+                                                      Options options);
+  static Result<std::unique_ptr<PagedKvCache>> create(std::size_t num_blocks,
+                                                      std::size_t block_size,
+                                                      std::size_t num_heads,
+                                                      std::size_t head_dim) {
+    return create(num_blocks, block_size, num_heads, head_dim, Options{});
+  }
+  /// Same as create(); throws std::invalid_argument with the same message on a bad config.
+  PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::size_t num_heads,
+               std::size_t head_dim, Options options);
+  PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::size_t num_heads,
+               std::size_t head_dim)
+      : PagedKvCache(num_blocks, block_size, num_heads, head_dim, Options{}) {}
+  ~PagedKvCache();
+
+  PagedKvCache(const PagedKvCache&) = delete;
+  PagedKvCache& operator=(const PagedKvCache&) = delete;
+
+  // ---- configuration -------------------------------------------------------------------------
+  /// Replaces the strategy (default LRU) and rebuilds the victim indexes. Priority(0) and
+  /// StreamingLLM(0, 0) are rejected (Errc::invalid_argument). Thread-safe; excludes evict.
+  Result<void> set_eviction_strategy(const EvictionStrategy& strategy);
+  EvictionStrategy eviction_strategy() const;
+  /// Sets the needs_eviction threshold, clamped to 0..1 (default 0.9). NaN is rejected.
+  Result<void> set_eviction_threshold(double threshold);
+  double eviction_threshold() const noexcept;
+  /// Sets a sequence's priority (lower is evicted first under Priority). Takes shard lock.
+  Result<void> set_priority(SeqId seq, std::uint32_t priority);
+
+  // ---- sizes and figures (lock-free) ----------------------------------------------------------
+  std::size_t block_size() const noexcept { return block_size_; }
+  std::size_t total_blocks() const noexcept { return num_blocks_; }
+  std::size_t free_block_count() const noexcept;
+  std::size_t used_block_count() const noexcept;
+  double utilization() const noexcept;
+  std::size_t block_memory_bytes() const noexcept { return block_bytes_; }
+  std::size_t total_memory_bytes() const noexcept { return block_bytes_ * num_blocks_; }
+  std::size_t used_memory_bytes() const noexcept { return block_bytes_ * used_block_count(); }
+  bool needs_eviction() const noexcept;
+  std::size_t num_sequences() const noexcept;
+  CacheStats stats() const noexcept;
+
+  // ---- sequences (take the sequence's shard lock) ----------------------------------------------
+  /// Registers `seq` with ceil(num_tokens / block_size) blocks, all or nothing.
+  /// Errors: invalid_operation "Sequence S<n> already exists"; out_of_memory; invalid_argument when
+  /// the block count would not fit.
+  Result<void> allocate(SeqId seq, std::size_t num_tokens);
+
+  /// Adds `num_tokens` tokens. Takes new blocks only for tokens that do not fit in the free slots
+  /// of the last block. If the last block has free slots but is shared (after fork), the sequence
+  /// first moves to a fresh private block and the CopyOp {shared, fresh} is returned: the caller
+  /// copies the block's KV data before writing. At most one CopyOp per call. All or nothing.
+  /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
+  Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
+
+  /// Drops the sequence and one reference to each of its blocks. Errors: sequence_not_found.
+  Result<void> free(SeqId seq);
+
+  /// Creates `dst` sharing every block of `src` (reference counts up, no block taken).
+  /// Errors: invalid_operation for src == dst ("Cannot fork sequence S<n> onto itself") or an
+  /// existing dst ("Destination sequence S<n> already exists"); sequence_not_found for src.
+  Result<void> fork(SeqId src, SeqId dst);
+
+  /// A snapshot copy of the sequence, or nullopt.
+  std::optional<SequenceInfo> get_sequence(SeqId seq) const;
+  /// Ids of all live sequences (each shard read under its lock; unordered).
+  std::vector<SeqId> sequence_ids() const;
+
+  // ---- eviction -------------------------------------------------------------------------------
+  /// The sequence the strategy would evict now, or nullopt if there is none.
+  std::optional<SeqId> select_eviction_target() const;
+  /// Frees the strategy's victim and counts an eviction.
+  /// Errors: invalid_operation "No sequences to evict".
+  Result<SeqId> evict();
+  /// Evicts until utilization() <= target or no sequence is left. target must be in 0..1
+  /// (invalid_argument otherwise).
+  Result<std::vector<SeqId>> evict_to_threshold(double target);
+  /// Keeps the first `sink_tokens` and the last `window_tokens` tokens of `seq`, frees every block
+  /// that holds none of them, and returns the number of tokens dropped. See "Defined edge cases".
+  Result<std::size_t> apply_streaming_llm(SeqId seq, std::size_t sink_tokens,
+                                          std::size_t window_tokens);
+
+  /// The underlying pool (for inspection: ref counts, validate_unsafe).
+  const BlockPool& pool() const noexcept { return *pool_; }
+
+  /// Full structural check of the cache and its pool. NOT thread-safe: call only when quiescent.
+  /// Returns "" when all hold: every referenced block's count equals the number of block tables
+  /// holding it; free + referenced == total; each shared block has the same fill in every table
+  /// holding it; each index matches its map.
+  std::string validate_unsafe() const;
+
+ private:
+  struct Shard;
+  struct Stripe;
+  struct Entry;
+  struct Impl;
+
+  Shard& shard_of(SeqId seq) const noexcept;
+  Stripe& my_stripe() const noexcept;
+  std::uint64_t tick() noexcept;
+  void note_peak() noexcept;
+
+  std::size_t num_blocks_;
+  std::size_t block_size_;
+  std::size_t num_heads_;
+  std::size_t head_dim_;
+  std::size_t block_bytes_;
+  std::unique_ptr<BlockPool> pool_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The seed's Display form:
+///   PagedKvCache
+///     Strategy: LRU (block_size=16)
+///     Blocks: 3/10 (30.0% used)
+///     Memory: 0.79 MB / 2.62 MB
+///     Sequences: 1 active
+///     Stats: allocs=3, frees=0, evictions=0, forks=0
+std::ostream& operator<<(std::ostream& os, const PagedKvCache& cache);
+
+}  // namespace pkv

@@ -1,0 +1,630 @@
+// PagedKvCache: sharded sequence maps over a BlockPool (contract in pkv/paged_kv_cache.hpp).
+#include "pkv/paged_kv_cache.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <ostream>
+#include <set>
+#include <shared_mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "pkv/detail/thread_index.hpp"
+
+namespace pkv {
+
+namespace {
+
+constexpr std::size_t kLine = 128;
+constexpr std::size_t kStripes = 64;
+constexpr std::uint64_t kMax64 = std::numeric_limits<std::uint64_t>::max();
+
+// Victim order under every strategy: smaller key is evicted first. `primary` depends on the
+// strategy; ties fall to least recent access (last_access is unique), then to the id.
+struct Key {
+  std::uint64_t primary = 0;
+  std::uint64_t last_access = 0;
+  std::uint64_t seq = 0;
+  friend auto operator<=>(const Key&, const Key&) = default;
+};
+
+std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size,
+                                  std::size_t num_heads, std::size_t head_dim,
+                                  std::size_t* block_bytes) {
+  if (num_blocks == 0) return Error::invalid_argument("num_blocks must be at least 1");
+  if (block_size == 0) return Error::invalid_argument("block_size must be at least 1");
+  if (num_heads == 0) return Error::invalid_argument("num_heads must be at least 1");
+  if (head_dim == 0) return Error::invalid_argument("head_dim must be at least 1");
+  if (num_blocks > BlockPool::kMaxBlocks)
+    return Error::invalid_argument("num_blocks " + std::to_string(num_blocks) +
+                                   " exceeds the 32-bit block id space");
+  // 2 (K and V) x block_size x num_heads x head_dim x 2 bytes (f16), times num_blocks, must fit.
+  std::size_t bytes = 4;
+  for (std::size_t f : {block_size, num_heads, head_dim, num_blocks}) {
+    if (bytes > std::numeric_limits<std::size_t>::max() / f)
+      return Error::invalid_argument(
+          "block_size x num_heads x head_dim x num_blocks overflows the memory size");
+    bytes *= f;
+  }
+  *block_bytes = bytes / num_blocks;
+  return std::nullopt;
+}
+
+}  // namespace
+
+// ---- internal state ------------------------------------------------------------------------------
+
+struct PagedKvCache::Entry {
+  std::vector<BlockId> blocks;
+  std::vector<TokenRun> runs;  // empty iff num_tokens == 0
+  std::uint64_t num_tokens = 0;
+  std::uint64_t last_access = 0;
+  std::uint64_t access_count = 0;
+  std::uint32_t priority = 0;
+  bool streamed = false;  // StreamingLLM left dead slots in some block (validate_unsafe)
+
+  std::uint64_t next_slot() const noexcept {
+    return runs.empty() ? 0 : runs.back().slot + runs.back().length;
+  }
+};
+
+struct alignas(kLine) PagedKvCache::Shard {
+  mutable std::mutex mu;
+  std::unordered_map<SeqId, Entry> map;  // guarded by mu
+  std::set<Key> index;                   // guarded by mu; one key per entry, under `kind`
+  EvictionStrategy::Kind kind = EvictionStrategy::Kind::lru;  // guarded by mu
+  std::atomic<std::size_t> size{0};  // map.size(), written under mu, read lock-free
+
+  Key key_of(SeqId seq, const Entry& e) const noexcept {
+    std::uint64_t primary = 0;
+    switch (kind) {
+      case EvictionStrategy::Kind::lru:
+      case EvictionStrategy::Kind::streaming_llm:
+        break;
+      case EvictionStrategy::Kind::lfu:
+        primary = e.access_count;
+        break;
+      case EvictionStrategy::Kind::longest_first:
+        primary = kMax64 - e.num_tokens;
+        break;
+      case EvictionStrategy::Kind::priority:
+        primary = e.priority;
+        break;
+    }
+    return Key{primary, e.last_access, seq.value};
+  }
+
+  // Re-keys an entry after `mutate` changed it (node reuse: no allocation).
+  template <class F>
+  void update(SeqId seq, Entry& e, F&& mutate) {
+    Key old_key = key_of(seq, e);
+    mutate(e);
+    Key new_key = key_of(seq, e);
+    if (new_key == old_key) return;
+    auto node = index.extract(old_key);
+    assert(!node.empty());
+    node.value() = new_key;
+    index.insert(std::move(node));
+  }
+};
+
+struct alignas(kLine) PagedKvCache::Stripe {
+  std::atomic<std::uint64_t> evictions{0};  // relaxed counters: summed by stats()
+  std::atomic<std::uint64_t> forks{0};
+};
+
+struct PagedKvCache::Impl {
+  std::array<Shard, kShards> shards;
+  std::array<Stripe, kStripes> stripes;
+  // Logical clock for recency: one relaxed RMW on its own line; its order agrees with
+  // happens-before, which is all "exact LRU for calls one after another" needs.
+  alignas(kLine) std::atomic<std::uint64_t> clock{0};
+  alignas(kLine) std::atomic<std::uint64_t> peak{0};  // CAS-max, relaxed (a statistic)
+  std::atomic<double> threshold{0.9};
+  static_assert(std::atomic<double>::is_always_lock_free);
+  // Excludes strategy changes (writer) from victim selection (readers). Never taken by
+  // allocate / append / free / fork / get_sequence.
+  mutable std::shared_mutex strategy_mu;
+  EvictionStrategy strategy;  // guarded by strategy_mu
+};
+
+PagedKvCache::Shard& PagedKvCache::shard_of(SeqId seq) const noexcept {
+  return impl_->shards[std::hash<SeqId>{}(seq) & (kShards - 1)];
+}
+
+PagedKvCache::Stripe& PagedKvCache::my_stripe() const noexcept {
+  return impl_->stripes[detail::thread_index() & (kStripes - 1)];
+}
+
+std::uint64_t PagedKvCache::tick() noexcept {
+  // relaxed: only the value's uniqueness and monotonic order matter.
+  return impl_->clock.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+void PagedKvCache::note_peak() noexcept {
+  std::uint64_t used = pool_->used_count();
+  std::uint64_t peak = impl_->peak.load(std::memory_order_relaxed);
+  while (used > peak &&
+         !impl_->peak.compare_exchange_weak(peak, used, std::memory_order_relaxed)) {
+  }
+}
+
+// ---- construction and configuration -------------------------------------------------------------
+
+Result<std::unique_ptr<PagedKvCache>> PagedKvCache::create(std::size_t num_blocks,
+                                                           std::size_t block_size,
+                                                           std::size_t num_heads,
+                                                           std::size_t head_dim, Options options) {
+  std::size_t bytes = 0;
+  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, &bytes)) return *e;
+  if (options.pool.magazine_size > BlockPool::kMaxMagazine)
+    return Error::invalid_argument("magazine_size exceeds " +
+                                   std::to_string(BlockPool::kMaxMagazine));
+  return std::make_unique<PagedKvCache>(num_blocks, block_size, num_heads, head_dim, options);
+}
+
+PagedKvCache::PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::size_t num_heads,
+                           std::size_t head_dim, Options options)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      num_heads_(num_heads),
+      head_dim_(head_dim),
+      block_bytes_(0) {
+  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, &block_bytes_))
+    throw std::invalid_argument(e->message());
+  pool_ = std::make_unique<BlockPool>(num_blocks, options.pool);  // throws on a bad magazine size
+  impl_ = std::make_unique<Impl>();
+}
+
+PagedKvCache::~PagedKvCache() = default;
+
+Result<void> PagedKvCache::set_eviction_strategy(const EvictionStrategy& s) {
+  if (s.kind() == EvictionStrategy::Kind::priority && s.levels() == 0)
+    return Error::invalid_argument("Priority strategy needs at least 1 level");
+  if (s.kind() == EvictionStrategy::Kind::streaming_llm) {
+    if (s.sink_tokens() + s.window_tokens() == 0 ||
+        s.sink_tokens() > std::numeric_limits<std::size_t>::max() - s.window_tokens())
+      return Error::invalid_argument("StreamingLLM needs 1 <= sink + window (no overflow)");
+  }
+  std::unique_lock<std::shared_mutex> w(impl_->strategy_mu);
+  impl_->strategy = s;
+  for (Shard& sh : impl_->shards) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    sh.kind = s.kind();
+    sh.index.clear();
+    for (const auto& [seq, e] : sh.map) sh.index.insert(sh.key_of(seq, e));
+  }
+  return {};
+}
+
+EvictionStrategy PagedKvCache::eviction_strategy() const {
+  std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
+  return impl_->strategy;
+}
+
+Result<void> PagedKvCache::set_eviction_threshold(double threshold) {
+  if (std::isnan(threshold)) return Error::invalid_argument("eviction threshold is NaN");
+  impl_->threshold.store(std::clamp(threshold, 0.0, 1.0), std::memory_order_relaxed);
+  return {};
+}
+
+double PagedKvCache::eviction_threshold() const noexcept {
+  return impl_->threshold.load(std::memory_order_relaxed);
+}
+
+Result<void> PagedKvCache::set_priority(SeqId seq, std::uint32_t priority) {
+  Shard& sh = shard_of(seq);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.map.find(seq);
+  if (it == sh.map.end()) return Error::sequence_not_found(seq);
+  sh.update(seq, it->second, [&](Entry& e) { e.priority = priority; });
+  return {};
+}
+
+// ---- figures -------------------------------------------------------------------------------------
+
+std::size_t PagedKvCache::free_block_count() const noexcept { return pool_->free_count(); }
+std::size_t PagedKvCache::used_block_count() const noexcept { return pool_->used_count(); }
+
+double PagedKvCache::utilization() const noexcept {
+  return static_cast<double>(used_block_count()) / static_cast<double>(num_blocks_);
+}
+
+bool PagedKvCache::needs_eviction() const noexcept {
+  return utilization() >= eviction_threshold();
+}
+
+std::size_t PagedKvCache::num_sequences() const noexcept {
+  std::size_t n = 0;
+  for (const Shard& sh : impl_->shards) n += sh.size.load(std::memory_order_relaxed);
+  return n;
+}
+
+CacheStats PagedKvCache::stats() const noexcept {
+  CacheStats s;
+  s.total_allocations = pool_->total_acquired();
+  s.total_frees = pool_->total_released();
+  for (const Stripe& st : impl_->stripes) {
+    s.total_evictions += st.evictions.load(std::memory_order_relaxed);
+    s.total_forks += st.forks.load(std::memory_order_relaxed);
+  }
+  s.peak_blocks_used = impl_->peak.load(std::memory_order_relaxed);
+  return s;
+}
+
+// ---- sequences -----------------------------------------------------------------------------------
+
+Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
+  const std::size_t nb = num_tokens / block_size_ + (num_tokens % block_size_ != 0 ? 1 : 0);
+  Shard& sh = shard_of(seq);
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.map.contains(seq))
+      return Error::invalid_operation("Sequence " + to_string(seq) + " already exists");
+    Entry e;
+    if (nb > 0) {
+      if (Result<void> r = pool_->acquire(nb, e.blocks); !r) return r.error();
+      e.runs.push_back(TokenRun{0, 0, num_tokens});
+    }
+    e.num_tokens = num_tokens;
+    e.last_access = tick();
+    e.access_count = 1;
+    Key k = sh.key_of(seq, e);
+    sh.map.emplace(seq, std::move(e));
+    sh.index.insert(k);
+    sh.size.store(sh.map.size(), std::memory_order_relaxed);
+  }
+  if (nb > 0) note_peak();
+  return {};
+}
+
+Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_tokens) {
+  Shard& sh = shard_of(seq);
+  std::optional<CopyOp> copy;
+  BlockId unshared{};
+  bool took = false;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.map.find(seq);
+    if (it == sh.map.end()) return Error::sequence_not_found(seq);
+    Entry& e = it->second;
+    if (num_tokens > std::numeric_limits<std::size_t>::max() - e.num_tokens)
+      return Error::invalid_argument("appending " + std::to_string(num_tokens) + " tokens to " +
+                                     to_string(seq) + " overflows its token count");
+    if (num_tokens > 0) {
+      const std::uint64_t next = e.next_slot();
+      const std::uint64_t room = e.blocks.size() * block_size_ - next;  // free slots in last block
+      // Copy-on-write: the last block has free slots we are about to write, and another sequence
+      // holds it. Its count cannot rise meanwhile: only fork adds references, and fork of any
+      // holder of this block locks that holder's shard; the one holder whose next write goes
+      // here is `seq`, whose shard we hold. (Two sharers may both copy; never neither.)
+      const bool cow = room > 0 && pool_->ref_count(e.blocks.back()) > 1;
+      const std::uint64_t beyond = num_tokens > room ? num_tokens - room : 0;
+      const std::uint64_t fresh = beyond / block_size_ + (beyond % block_size_ != 0 ? 1 : 0);
+      const std::uint64_t need = fresh + (cow ? 1 : 0);
+      if (need > 0) {
+        std::vector<BlockId> got;
+        if (Result<void> r = pool_->acquire(need, got); !r) return r.error();
+        took = true;
+        std::size_t i = 0;
+        if (cow) {
+          unshared = e.blocks.back();
+          copy = CopyOp{unshared, got[i]};
+          e.blocks.back() = got[i++];
+        }
+        e.blocks.insert(e.blocks.end(), got.begin() + static_cast<std::ptrdiff_t>(i), got.end());
+      }
+      if (e.runs.empty()) {
+        e.runs.push_back(TokenRun{0, next, num_tokens});
+      } else {
+        e.runs.back().length += num_tokens;  // appended tokens follow the last kept slot
+      }
+    }
+    const std::uint64_t now = tick();
+    sh.update(seq, e, [&](Entry& x) {
+      x.num_tokens += num_tokens;
+      x.last_access = now;
+      x.access_count += 1;
+    });
+  }
+  // Drop our reference to the block we copied away from (outside the shard lock).
+  if (copy) (void)pool_->release(unshared);
+  if (took) note_peak();
+  return copy;
+}
+
+Result<void> PagedKvCache::free(SeqId seq) {
+  Shard& sh = shard_of(seq);
+  std::vector<BlockId> blocks;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.map.find(seq);
+    if (it == sh.map.end()) return Error::sequence_not_found(seq);
+    sh.index.erase(sh.key_of(seq, it->second));
+    blocks = std::move(it->second.blocks);
+    sh.map.erase(it);
+    sh.size.store(sh.map.size(), std::memory_order_relaxed);
+  }
+  // The entry is gone: this thread owns its references; nobody else can release them.
+  (void)pool_->release(std::span<const BlockId>(blocks));
+  return {};
+}
+
+Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
+  if (src == dst)
+    return Error::invalid_operation("Cannot fork sequence " + to_string(src) + " onto itself");
+  Shard& a = shard_of(src);
+  Shard& b = shard_of(dst);
+  // Two shard locks in address order (one if both ids share a shard): no deadlock with another
+  // fork locking the same pair the other way round.
+  std::unique_lock<std::mutex> l1, l2;
+  if (&a == &b) {
+    l1 = std::unique_lock<std::mutex>(a.mu);
+  } else {
+    Shard* first = &a < &b ? &a : &b;
+    Shard* second = &a < &b ? &b : &a;
+    l1 = std::unique_lock<std::mutex>(first->mu);
+    l2 = std::unique_lock<std::mutex>(second->mu);
+  }
+  if (b.map.contains(dst))
+    return Error::invalid_operation("Destination sequence " + to_string(dst) + " already exists");
+  auto it = a.map.find(src);
+  if (it == a.map.end()) return Error::sequence_not_found(src);
+  const Entry& s = it->second;
+  if (Result<void> r = pool_->retain(std::span<const BlockId>(s.blocks)); !r) return r.error();
+  Entry d;
+  d.blocks = s.blocks;
+  d.runs = s.runs;
+  d.num_tokens = s.num_tokens;
+  d.priority = s.priority;  // a beam or sample inherits its request's priority
+  d.streamed = s.streamed;
+  d.last_access = tick();
+  d.access_count = 1;
+  Key k = b.key_of(dst, d);
+  b.map.emplace(dst, std::move(d));
+  b.index.insert(k);
+  b.size.store(b.map.size(), std::memory_order_relaxed);
+  my_stripe().forks.fetch_add(1, std::memory_order_relaxed);  // striped statistic
+  return {};
+}
+
+std::optional<SequenceInfo> PagedKvCache::get_sequence(SeqId seq) const {
+  Shard& sh = shard_of(seq);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.map.find(seq);
+  if (it == sh.map.end()) return std::nullopt;
+  const Entry& e = it->second;
+  SequenceInfo info;
+  info.seq_id = seq;
+  info.num_tokens = e.num_tokens;
+  info.block_ids = e.blocks;
+  info.last_access = e.last_access;
+  info.access_count = e.access_count;
+  info.priority = e.priority;
+  info.token_runs = e.runs;
+  return info;
+}
+
+std::vector<SeqId> PagedKvCache::sequence_ids() const {
+  std::vector<SeqId> ids;
+  ids.reserve(num_sequences());
+  for (const Shard& sh : impl_->shards) {
+    std::lock_guard<std::mutex> g(sh.mu);
+    for (const auto& kv : sh.map) ids.push_back(kv.first);
+  }
+  return ids;
+}
+
+// ---- eviction ------------------------------------------------------------------------------------
+
+namespace {
+// Best (smallest key) of the shard heads. Caller holds strategy_mu shared.
+template <class Shards>
+std::optional<SeqId> best_of_heads(Shards& shards) {
+  std::optional<Key> best;
+  for (auto& sh : shards) {
+    if (sh.size.load(std::memory_order_relaxed) == 0) continue;  // cheap skip; rechecked below
+    std::lock_guard<std::mutex> g(sh.mu);
+    if (sh.index.empty()) continue;
+    const Key& k = *sh.index.begin();
+    if (!best || k < *best) best = k;
+  }
+  if (!best) return std::nullopt;
+  return SeqId{best->seq};
+}
+}  // namespace
+
+std::optional<SeqId> PagedKvCache::select_eviction_target() const {
+  std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
+  return best_of_heads(impl_->shards);
+}
+
+Result<SeqId> PagedKvCache::evict() {
+  for (;;) {
+    std::vector<BlockId> blocks;
+    SeqId victim;
+    {
+      std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
+      std::optional<SeqId> target = best_of_heads(impl_->shards);
+      if (!target) return Error::invalid_operation("No sequences to evict");
+      victim = *target;
+      Shard& sh = shard_of(victim);
+      std::lock_guard<std::mutex> g(sh.mu);
+      auto it = sh.map.find(victim);
+      if (it == sh.map.end()) continue;  // freed by another thread meanwhile: choose again
+      sh.index.erase(sh.key_of(victim, it->second));
+      blocks = std::move(it->second.blocks);
+      sh.map.erase(it);
+      sh.size.store(sh.map.size(), std::memory_order_relaxed);
+    }
+    // Removed under its shard lock by this thread alone: freed once, never by anyone else.
+    (void)pool_->release(std::span<const BlockId>(blocks));
+    my_stripe().evictions.fetch_add(1, std::memory_order_relaxed);  // striped statistic
+    return victim;
+  }
+}
+
+Result<std::vector<SeqId>> PagedKvCache::evict_to_threshold(double target) {
+  if (!(target >= 0.0 && target <= 1.0))
+    return Error::invalid_argument("eviction target utilization must be in 0..1");
+  std::vector<SeqId> evicted;
+  while (utilization() > target) {
+    Result<SeqId> r = evict();
+    if (!r) break;  // no sequence left
+    evicted.push_back(r.value());
+  }
+  return evicted;
+}
+
+Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sink,
+                                                      std::size_t window) {
+  if (sink > std::numeric_limits<std::size_t>::max() - window)
+    return Error::invalid_argument("sink_tokens + window_tokens overflows");
+  if (sink + window == 0)
+    return Error::invalid_argument("StreamingLLM must keep at least one token (sink + window)");
+  Shard& sh = shard_of(seq);
+  std::vector<BlockId> dropped;
+  std::size_t evicted = 0;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.map.find(seq);
+    if (it == sh.map.end()) return Error::sequence_not_found(seq);
+    Entry& e = it->second;
+    const std::uint64_t n = e.num_tokens;
+    const std::uint64_t keep = sink + window;
+    if (n <= keep) return std::size_t{0};
+
+    // Kept tokens [0, sink) and [n - window, n), located in slot space through the runs.
+    std::vector<TokenRun> pieces;  // in old slot space, first_token already renumbered
+    auto collect = [&](std::uint64_t t0, std::uint64_t t1, std::uint64_t renumber_to) {
+      for (const TokenRun& r : e.runs) {
+        std::uint64_t lo = std::max(t0, r.first_token);
+        std::uint64_t hi = std::min(t1, r.first_token + r.length);
+        if (lo >= hi) continue;
+        pieces.push_back(TokenRun{renumber_to + (lo - t0), r.slot + (lo - r.first_token), hi - lo});
+      }
+    };
+    collect(0, sink, 0);
+    collect(n - window, n, sink);
+
+    // Keep exactly the blocks that hold a kept token.
+    const std::size_t nb = e.blocks.size();
+    std::vector<std::uint64_t> new_index(nb, kMax64);
+    for (const TokenRun& p : pieces) {
+      for (std::uint64_t b = p.slot / block_size_; b <= (p.slot + p.length - 1) / block_size_; ++b)
+        new_index[b] = 0;
+    }
+    std::vector<BlockId> kept;
+    for (std::size_t b = 0; b < nb; ++b) {
+      if (new_index[b] == 0) {
+        new_index[b] = kept.size();
+        kept.push_back(e.blocks[b]);
+      } else {
+        dropped.push_back(e.blocks[b]);
+      }
+    }
+    // Renumber slots into the compacted table; merge runs that became adjacent.
+    std::vector<TokenRun> runs;
+    for (TokenRun p : pieces) {
+      p.slot = new_index[p.slot / block_size_] * block_size_ + p.slot % block_size_;
+      if (!runs.empty() && runs.back().first_token + runs.back().length == p.first_token &&
+          runs.back().slot + runs.back().length == p.slot) {
+        runs.back().length += p.length;
+      } else {
+        runs.push_back(p);
+      }
+    }
+    sh.update(seq, e, [&](Entry& x) {
+      x.blocks = std::move(kept);
+      x.runs = std::move(runs);
+      x.num_tokens = keep;
+      x.streamed = true;
+    });
+    evicted = n - keep;
+  }
+  (void)pool_->release(std::span<const BlockId>(dropped));
+  return evicted;
+}
+
+// ---- validation and printing ---------------------------------------------------------------------
+
+std::string PagedKvCache::validate_unsafe() const {
+  if (std::string e = pool_->validate_unsafe(); !e.empty()) return "pool: " + e;
+  struct Holder {
+    std::uint64_t fill;
+    bool streamed;
+  };
+  std::unordered_map<std::uint32_t, std::vector<Holder>> holders;
+  for (std::size_t s = 0; s < kShards; ++s) {
+    const Shard& sh = impl_->shards[s];
+    if (sh.index.size() != sh.map.size() || sh.size.load() != sh.map.size())
+      return "shard " + std::to_string(s) + ": index/size disagree with the map";
+    for (const auto& [seq, e] : sh.map) {
+      if (!sh.index.contains(sh.key_of(seq, e))) return to_string(seq) + " missing from index";
+      if (&shard_of(seq) != &sh) return to_string(seq) + " is in the wrong shard";
+      std::uint64_t tokens = 0;
+      std::vector<std::uint8_t> used(e.blocks.size(), 0);
+      for (const TokenRun& r : e.runs) {
+        if (r.first_token != tokens || r.length == 0) return to_string(seq) + ": bad token runs";
+        tokens += r.length;
+        if (r.slot + r.length > e.blocks.size() * block_size_)
+          return to_string(seq) + ": a run points past its block table";
+        for (std::uint64_t b = r.slot / block_size_; b <= (r.slot + r.length - 1) / block_size_;
+             ++b)
+          used[b] = 1;
+      }
+      if (tokens != e.num_tokens) return to_string(seq) + ": runs do not cover num_tokens";
+      if (std::find(used.begin(), used.end(), 0) != used.end())
+        return to_string(seq) + ": holds a block with none of its tokens";
+      for (std::size_t b = 0; b < e.blocks.size(); ++b) {
+        std::uint64_t fill = b + 1 < e.blocks.size() ? block_size_
+                                                     : e.next_slot() - b * block_size_;
+        holders[e.blocks[b].value].push_back(Holder{fill, e.streamed});
+      }
+    }
+  }
+  for (const auto& [block, hs] : holders) {
+    if (pool_->ref_count(BlockId{block}) != hs.size())
+      return "B" + std::to_string(block) + ": ref count " +
+             std::to_string(pool_->ref_count(BlockId{block})) + " != " +
+             std::to_string(hs.size()) + " tables holding it";
+    // A shared block is frozen: every holder that never dropped tokens sees the same fill, so no
+    // holder wrote into it after the fork (copy-on-write did its job).
+    for (const Holder& h : hs) {
+      if (!h.streamed && !hs.front().streamed && h.fill != hs.front().fill)
+        return "B" + std::to_string(block) + " is shared with different fills (" +
+               std::to_string(h.fill) + " vs " + std::to_string(hs.front().fill) +
+               "): a sharer wrote into it";
+    }
+  }
+  if (holders.size() != pool_->used_count())
+    return "referenced blocks (" + std::to_string(holders.size()) + ") != used blocks (" +
+           std::to_string(pool_->used_count()) + ")";
+  return {};
+}
+
+std::ostream& operator<<(std::ostream& os, const PagedKvCache& c) {
+  const CacheStats s = c.stats();
+  const std::size_t used = c.used_block_count();
+  char buf[256];
+  os << "PagedKvCache\n";
+  os << "  Strategy: " << c.eviction_strategy() << " (block_size=" << c.block_size() << ")\n";
+  std::snprintf(buf, sizeof buf, "  Blocks: %zu/%zu (%.1f%% used)\n", used, c.total_blocks(),
+                static_cast<double>(used) / static_cast<double>(c.total_blocks()) * 100.0);
+  os << buf;
+  std::snprintf(buf, sizeof buf, "  Memory: %.2f MB / %.2f MB\n",
+                static_cast<double>(used * c.block_memory_bytes()) / 1'000'000.0,
+                static_cast<double>(c.total_memory_bytes()) / 1'000'000.0);
+  os << buf;
+  os << "  Sequences: " << c.num_sequences() << " active\n";
+  os << "  Stats: allocs=" << s.total_allocations << ", frees=" << s.total_frees
+     << ", evictions=" << s.total_evictions << ", forks=" << s.total_forks << '\n';
+  return os;
+}
+
+}  // namespace pkv
