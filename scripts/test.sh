@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every pkv test: the whole meson suite in a release build, under ThreadSanitizer (g++) and
+# under AddressSanitizer + UndefinedBehaviorSanitizer; ends with one summary line
+# "total: N passed, N failed". Installs missing Debian packages first. Usage: scripts/test.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh || exit 1
+
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 history_size=4"
+export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 strict_string_checks=1"
+export UBSAN_OPTIONS="halt_on_error=1 print_stacktrace=1"
+jobs=$(nproc)
+status=0
+logs=()
+
+# name  meson options...
+run_build() {
+  local dir=$1; shift
+  echo "=== $dir: meson setup $*"
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; status=1; return; }
+  else
+    meson configure "$dir" "$@" >/dev/null 2>&1 || true
+  fi
+  if ! meson compile -C "$dir" -j "$jobs" >"$dir.compile.log" 2>&1; then
+    grep -E "error|Error" -A5 "$dir.compile.log" | head -60
+    echo "=== $dir: BUILD FAILED"; status=1; return
+  fi
+  if ! meson test -C "$dir" --print-errorlogs --num-processes "$jobs" >"$dir.test.log" 2>&1; then
+    status=1
+    echo "=== $dir: TESTS FAILED"
+  fi
+  tail -n 9 "$dir.test.log"
+  logs+=("$dir/meson-logs/testlog.junit.xml")
+}
+
+run_build build-release -Dbuildtype=release
+run_build build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dbench=false
+run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dbench=false
+
+echo "=== summary (GoogleTest cases and other meson tests, all builds)"
+python3 scripts/summarize-tests.py "${logs[@]}" || status=1
+exit $status

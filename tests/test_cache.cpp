@@ -1,0 +1,680 @@
+// PagedKvCache, single-threaded: every method, every error path, the seed's behaviour and the
+// seed's defects fixed (../shared/seed/README.md).
+#include <gtest/gtest.h>
+#include <pkv/pkv.hpp>
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace {
+
+using pkv::BlockId;
+using pkv::CopyOp;
+using pkv::Errc;
+using pkv::EvictionStrategy;
+using pkv::PagedKvCache;
+using pkv::SeqId;
+
+constexpr std::size_t kMax = std::numeric_limits<std::size_t>::max();
+
+SeqId S(std::uint64_t v) { return SeqId{v}; }
+
+std::string str(const PagedKvCache& c) {
+  std::ostringstream os;
+  os << c;
+  return os.str();
+}
+
+#define EXPECT_VALID(c) EXPECT_EQ((c).validate_unsafe(), "")
+
+// ---- construction ------------------------------------------------------------------------------
+
+TEST(Cache, st_config_rejects_zero_and_overflow) {
+  struct Bad {
+    std::size_t nb, bs, h, d;
+    const char* msg;
+  };
+  for (const Bad& b : {Bad{0, 16, 32, 128, "Invalid argument: num_blocks must be at least 1"},
+                       Bad{10, 0, 32, 128, "Invalid argument: block_size must be at least 1"},
+                       Bad{10, 16, 0, 128, "Invalid argument: num_heads must be at least 1"},
+                       Bad{10, 16, 32, 0, "Invalid argument: head_dim must be at least 1"}}) {
+    auto r = PagedKvCache::create(b.nb, b.bs, b.h, b.d);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+    EXPECT_EQ(r.error().message(), b.msg);
+    EXPECT_THROW(PagedKvCache(b.nb, b.bs, b.h, b.d), std::invalid_argument);
+  }
+  auto ids = PagedKvCache::create(std::size_t{1} << 33, 1, 1, 1);
+  ASSERT_FALSE(ids);
+  EXPECT_EQ(ids.error().code(), Errc::invalid_argument);
+  auto bytes = PagedKvCache::create(1000, std::size_t{1} << 40, std::size_t{1} << 20, 1);
+  ASSERT_FALSE(bytes);
+  EXPECT_EQ(bytes.error().code(), Errc::invalid_argument);
+  auto ok = PagedKvCache::create(10, 16, 32, 128);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok.value()->total_blocks(), 10u);
+}
+
+TEST(Cache, st_sizes_and_memory_match_seed) {
+  PagedKvCache c(100, 16, 32, 128);
+  EXPECT_EQ(c.block_size(), 16u);
+  EXPECT_EQ(c.total_blocks(), 100u);
+  EXPECT_EQ(c.block_memory_bytes(), 262144u);  // 2 x 16 x 32 x 128 x 2
+  EXPECT_EQ(c.total_memory_bytes(), 100u * 262144u);
+  EXPECT_EQ(c.free_block_count(), 100u);
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_EQ(c.used_memory_bytes(), 0u);
+  EXPECT_DOUBLE_EQ(c.utilization(), 0.0);
+  EXPECT_EQ(c.num_sequences(), 0u);
+  EXPECT_EQ(c.eviction_strategy(), EvictionStrategy::lru());
+  EXPECT_DOUBLE_EQ(c.eviction_threshold(), 0.9);
+  EXPECT_FALSE(c.needs_eviction());
+  EXPECT_EQ(c.stats(), pkv::CacheStats{});
+}
+
+// ---- allocate ------------------------------------------------------------------------------------
+
+TEST(Cache, st_allocate_takes_ceil_blocks) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 33));  // 3 blocks
+  auto info = c.get_sequence(S(1));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->seq_id, S(1));
+  EXPECT_EQ(info->num_tokens, 33u);
+  EXPECT_EQ(info->num_blocks(), 3u);
+  EXPECT_EQ(info->access_count, 1u);
+  EXPECT_EQ(info->priority, 0u);
+  EXPECT_EQ(info->token_runs, (std::vector<pkv::TokenRun>{{0, 0, 33}}));
+  EXPECT_EQ(c.used_block_count(), 3u);
+  EXPECT_EQ(c.free_block_count(), 7u);
+  EXPECT_DOUBLE_EQ(c.utilization(), 0.3);
+  EXPECT_EQ(c.used_memory_bytes(), 3u * 262144u);
+  EXPECT_EQ(c.num_sequences(), 1u);
+  EXPECT_EQ(c.stats().total_allocations, 3u);
+  EXPECT_EQ(c.stats().peak_blocks_used, 3u);
+  ASSERT_TRUE(c.allocate(S(2), 16));  // exactly one block
+  EXPECT_EQ(c.get_sequence(S(2))->num_blocks(), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_allocate_errors_change_nothing) {
+  PagedKvCache c(4, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 20));
+  auto dup = c.allocate(S(1), 5);
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(dup.error().message(), "Invalid operation: Sequence S1 already exists");
+  EXPECT_EQ(c.get_sequence(S(1))->num_tokens, 20u);
+
+  auto oom = c.allocate(S(2), 16 * 3 + 1);  // 4 blocks, 2 free
+  ASSERT_FALSE(oom);
+  EXPECT_EQ(oom.error().code(), Errc::out_of_memory);
+  EXPECT_EQ(oom.error().message(), "Out of memory: requested 4 blocks, 2 available");
+  EXPECT_FALSE(c.get_sequence(S(2)));
+  EXPECT_EQ(c.used_block_count(), 2u);
+
+  auto huge = c.allocate(S(3), kMax);  // token count near SIZE_MAX: no overflow, clear OOM
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code(), Errc::out_of_memory);
+  EXPECT_EQ(huge.error().message(), "Out of memory: requested " +
+                                        std::to_string(kMax / 16 + 1) + " blocks, 2 available");
+  EXPECT_EQ(c.num_sequences(), 1u);
+  EXPECT_EQ(c.stats().total_allocations, 2u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_allocate_zero_tokens_registers_empty_sequence) {
+  PagedKvCache c(4, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 0));
+  auto info = c.get_sequence(S(1));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->num_tokens, 0u);
+  EXPECT_TRUE(info->block_ids.empty());
+  EXPECT_TRUE(info->token_runs.empty());
+  EXPECT_EQ(c.used_block_count(), 0u);
+  auto r = c.append(S(1), 3);  // first tokens take the first block
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value());
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 1u);
+  EXPECT_EQ(c.get_sequence(S(1))->token_runs, (std::vector<pkv::TokenRun>{{0, 0, 3}}));
+  EXPECT_VALID(c);
+}
+
+// ---- append --------------------------------------------------------------------------------------
+
+TEST(Cache, st_append_takes_blocks_only_at_boundaries) {
+  PagedKvCache c(10, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 3));
+  EXPECT_EQ(c.used_block_count(), 1u);
+  ASSERT_TRUE(c.append(S(1), 1));  // 4: fills block 0
+  EXPECT_EQ(c.used_block_count(), 1u);
+  ASSERT_TRUE(c.append(S(1), 1));  // 5: new block
+  EXPECT_EQ(c.used_block_count(), 2u);
+  ASSERT_TRUE(c.append(S(1), 7));  // 12: exactly 3 blocks
+  EXPECT_EQ(c.used_block_count(), 3u);
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 12u);
+  EXPECT_EQ(info->access_count, 4u);
+  EXPECT_EQ(c.stats().total_allocations, 3u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_append_zero_is_an_access_and_takes_nothing) {
+  PagedKvCache c(10, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 4));
+  ASSERT_TRUE(c.allocate(S(2), 4));
+  auto before = *c.get_sequence(S(1));
+  auto r = c.append(S(1), 0);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value());
+  auto after = *c.get_sequence(S(1));
+  EXPECT_EQ(after.num_tokens, 4u);
+  EXPECT_EQ(after.block_ids, before.block_ids);
+  EXPECT_EQ(after.access_count, 2u);
+  EXPECT_GT(after.last_access, c.get_sequence(S(2))->last_access);
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+}
+
+TEST(Cache, st_append_errors_change_nothing) {
+  PagedKvCache c(3, 4, 1, 1);
+  auto missing = c.append(S(9), 1);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(missing.error().message(), "Sequence not found: S9");
+
+  ASSERT_TRUE(c.allocate(S(1), 6));  // 2 blocks, 2 free slots
+  auto oom = c.append(S(1), 2 + 4 + 1);  // needs 2 more blocks, 1 free
+  ASSERT_FALSE(oom);
+  EXPECT_EQ(oom.error().message(), "Out of memory: requested 2 blocks, 1 available");
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 6u);
+  EXPECT_EQ(info->num_blocks(), 2u);
+  EXPECT_EQ(info->access_count, 1u);
+
+  auto overflow = c.append(S(1), kMax - 5);
+  ASSERT_FALSE(overflow);
+  EXPECT_EQ(overflow.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(c.get_sequence(S(1))->num_tokens, 6u);
+  auto huge = c.append(S(1), kMax - 6);  // fits size_t, not the pool
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code(), Errc::out_of_memory);
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_VALID(c);
+}
+
+// ---- free ----------------------------------------------------------------------------------------
+
+TEST(Cache, st_free_returns_blocks_and_double_free_is_an_error) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));
+  ASSERT_TRUE(c.free(S(1)));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_EQ(c.num_sequences(), 0u);
+  EXPECT_EQ(c.stats().total_frees, 3u);
+  EXPECT_EQ(c.stats().peak_blocks_used, 3u);
+  auto twice = c.free(S(1));
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(twice.error().message(), "Sequence not found: S1");
+  EXPECT_EQ(c.stats().total_frees, 3u);
+  EXPECT_VALID(c);
+}
+
+// ---- fork and copy-on-write ------------------------------------------------------------------------
+
+TEST(Cache, st_fork_shares_every_block) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  auto a = c.get_sequence(S(1)), b = c.get_sequence(S(2));
+  EXPECT_EQ(a->block_ids, b->block_ids);
+  EXPECT_EQ(b->num_tokens, 40u);
+  EXPECT_EQ(b->access_count, 1u);
+  EXPECT_EQ(c.used_block_count(), 3u);  // nothing taken
+  for (BlockId id : a->block_ids) EXPECT_EQ(c.pool().ref_count(id), 2u);
+  EXPECT_EQ(c.stats().total_forks, 1u);
+  EXPECT_EQ(c.stats().total_allocations, 3u);
+  // Freeing one keeps the blocks; freeing both returns them.
+  ASSERT_TRUE(c.free(S(1)));
+  EXPECT_EQ(c.used_block_count(), 3u);
+  EXPECT_EQ(c.stats().total_frees, 0u);
+  ASSERT_TRUE(c.free(S(2)));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_EQ(c.stats().total_frees, 3u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_fork_errors_change_nothing) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  ASSERT_TRUE(c.allocate(S(2), 10));
+  auto self = c.fork(S(1), S(1));
+  ASSERT_FALSE(self);
+  EXPECT_EQ(self.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(self.error().message(), "Invalid operation: Cannot fork sequence S1 onto itself");
+  auto exists = c.fork(S(1), S(2));
+  ASSERT_FALSE(exists);
+  EXPECT_EQ(exists.error().message(), "Invalid operation: Destination sequence S2 already exists");
+  auto missing = c.fork(S(7), S(8));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(missing.error().message(), "Sequence not found: S7");
+  EXPECT_FALSE(c.get_sequence(S(8)));
+  EXPECT_EQ(c.num_sequences(), 2u);
+  EXPECT_EQ(c.stats().total_forks, 0u);
+  for (SeqId s : {S(1), S(2)})
+    EXPECT_EQ(c.pool().ref_count(c.get_sequence(s)->block_ids[0]), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_cow_copies_shared_partial_last_block) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));  // blocks b0 b1 b2, b2 holds 8 of 16
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  const auto shared = c.get_sequence(S(1))->block_ids;
+
+  auto r = c.append(S(2), 1);
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r.value()) << "a shared, partly filled last block must be copied";
+  const CopyOp op = *r.value();
+  EXPECT_EQ(op.src, shared[2]);
+  EXPECT_NE(op.dst, shared[2]);
+  auto b = c.get_sequence(S(2));
+  EXPECT_EQ(b->block_ids[0], shared[0]);  // full blocks stay shared
+  EXPECT_EQ(b->block_ids[1], shared[1]);
+  EXPECT_EQ(b->block_ids[2], op.dst);
+  EXPECT_EQ(b->num_tokens, 41u);
+  EXPECT_EQ(c.pool().ref_count(shared[0]), 2u);
+  EXPECT_EQ(c.pool().ref_count(shared[2]), 1u);  // only S1 now
+  EXPECT_EQ(c.pool().ref_count(op.dst), 1u);
+  EXPECT_EQ(c.used_block_count(), 4u);
+  EXPECT_EQ(c.stats().total_allocations, 4u);
+
+  // S1 now owns its last block alone: it writes in place, no copy.
+  auto again = c.append(S(1), 1);
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again.value());
+  EXPECT_EQ(c.get_sequence(S(1))->block_ids, shared);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_cow_at_most_one_copy_and_none_for_full_blocks) {
+  PagedKvCache c(20, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 8));  // two full blocks
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  auto r = c.append(S(2), 5);  // new blocks only: the shared ones are full
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value());
+  EXPECT_EQ(c.get_sequence(S(2))->num_blocks(), 4u);
+
+  ASSERT_TRUE(c.allocate(S(3), 6));  // half-full second block
+  ASSERT_TRUE(c.fork(S(3), S(4)));
+  auto big = c.append(S(4), 10);  // copy the partial block once, then 2 fresh blocks
+  ASSERT_TRUE(big);
+  ASSERT_TRUE(big.value());
+  auto info = c.get_sequence(S(4));
+  EXPECT_EQ(info->num_tokens, 16u);
+  EXPECT_EQ(info->num_blocks(), 4u);
+  EXPECT_EQ(info->block_ids[1], big.value()->dst);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_cow_oom_changes_nothing) {
+  PagedKvCache c(3, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 6));  // 2 blocks
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  // Needs 1 copy + 1 new block, 1 free.
+  auto r = c.append(S(2), 3);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(), "Out of memory: requested 2 blocks, 1 available");
+  EXPECT_EQ(c.get_sequence(S(2))->block_ids, c.get_sequence(S(1))->block_ids);
+  EXPECT_EQ(c.get_sequence(S(2))->num_tokens, 6u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_fork_of_empty_sequence) {
+  PagedKvCache c(4, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 0));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  auto r = c.append(S(2), 2);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value());
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 0u);
+  EXPECT_EQ(c.get_sequence(S(2))->num_blocks(), 1u);
+  EXPECT_VALID(c);
+}
+
+// ---- eviction --------------------------------------------------------------------------------------
+
+TEST(Cache, st_lru_order_is_exact_without_sleeps) {
+  PagedKvCache c(100, 4, 1, 1);
+  for (std::uint64_t i = 1; i <= 5; ++i) ASSERT_TRUE(c.allocate(S(i), 4));
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  ASSERT_TRUE(c.append(S(1), 1));  // S1 is now the most recent
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+  EXPECT_EQ(c.evict().value(), S(2));
+  EXPECT_EQ(c.evict().value(), S(3));
+  ASSERT_TRUE(c.append(S(4), 0));
+  EXPECT_EQ(c.evict().value(), S(5));
+  EXPECT_EQ(c.evict().value(), S(1));
+  EXPECT_EQ(c.evict().value(), S(4));
+  auto none = c.evict();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(none.error().message(), "Invalid operation: No sequences to evict");
+  EXPECT_FALSE(c.select_eviction_target());
+  EXPECT_EQ(c.stats().total_evictions, 5u);
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_lfu_evicts_least_used_ties_to_lru) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::lfu()));
+  for (std::uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.allocate(S(i), 1));
+  ASSERT_TRUE(c.append(S(1), 1));
+  ASSERT_TRUE(c.append(S(1), 1));
+  ASSERT_TRUE(c.append(S(3), 1));
+  // counts: S1=3, S2=1, S3=2
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+  ASSERT_TRUE(c.append(S(2), 1));
+  ASSERT_TRUE(c.append(S(2), 1));  // S2=3 (more recent than S1), S3=2
+  EXPECT_EQ(c.evict().value(), S(3));
+  EXPECT_EQ(c.evict().value(), S(1)) << "tie on count 3: the less recent goes first";
+  EXPECT_EQ(c.evict().value(), S(2));
+}
+
+TEST(Cache, st_longest_first) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::longest_first()));
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  ASSERT_TRUE(c.allocate(S(2), 30));
+  ASSERT_TRUE(c.allocate(S(3), 20));
+  ASSERT_TRUE(c.allocate(S(4), 30));
+  EXPECT_EQ(c.evict().value(), S(2)) << "tie on length: the less recent goes first";
+  EXPECT_EQ(c.evict().value(), S(4));
+  ASSERT_TRUE(c.append(S(1), 15));  // 25 > 20
+  EXPECT_EQ(c.evict().value(), S(1));
+  EXPECT_EQ(c.evict().value(), S(3));
+}
+
+TEST(Cache, st_priority_with_set_priority_ties_to_lru) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::priority(3)));
+  EXPECT_EQ(c.eviction_strategy(), EvictionStrategy::priority(3));
+  for (std::uint64_t i = 1; i <= 4; ++i) ASSERT_TRUE(c.allocate(S(i), 4));
+  ASSERT_TRUE(c.set_priority(S(1), 2));
+  ASSERT_TRUE(c.set_priority(S(2), 1));
+  ASSERT_TRUE(c.set_priority(S(3), 2));
+  // S4 keeps priority 0.
+  EXPECT_EQ(c.get_sequence(S(1))->priority, 2u);
+  EXPECT_EQ(c.evict().value(), S(4));
+  EXPECT_EQ(c.evict().value(), S(2));
+  EXPECT_EQ(c.evict().value(), S(1)) << "tie on priority 2: the less recent goes first";
+  EXPECT_EQ(c.evict().value(), S(3));
+  auto missing = c.set_priority(S(1), 1);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
+}
+
+TEST(Cache, st_fork_inherits_priority) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 4));
+  ASSERT_TRUE(c.set_priority(S(1), 7));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  EXPECT_EQ(c.get_sequence(S(2))->priority, 7u);
+}
+
+TEST(Cache, st_strategy_change_reorders_existing_sequences) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 4));
+  ASSERT_TRUE(c.allocate(S(2), 40));
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::longest_first()));
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::streaming_llm(4, 16)));
+  EXPECT_EQ(c.select_eviction_target(), S(1)) << "StreamingLLM evicts whole sequences by LRU";
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_bad_strategies_and_thresholds_are_rejected) {
+  PagedKvCache c(10, 4, 1, 1);
+  auto p0 = c.set_eviction_strategy(EvictionStrategy::priority(0));
+  ASSERT_FALSE(p0);
+  EXPECT_EQ(p0.error().code(), Errc::invalid_argument);
+  auto s0 = c.set_eviction_strategy(EvictionStrategy::streaming_llm(0, 0));
+  ASSERT_FALSE(s0);
+  EXPECT_EQ(s0.error().code(), Errc::invalid_argument);
+  auto s_over = c.set_eviction_strategy(EvictionStrategy::streaming_llm(kMax, 1));
+  ASSERT_FALSE(s_over);
+  EXPECT_EQ(c.eviction_strategy(), EvictionStrategy::lru());
+
+  auto nan = c.set_eviction_threshold(std::nan(""));
+  ASSERT_FALSE(nan);
+  EXPECT_EQ(nan.error().code(), Errc::invalid_argument);
+  EXPECT_DOUBLE_EQ(c.eviction_threshold(), 0.9);
+  ASSERT_TRUE(c.set_eviction_threshold(1.5));
+  EXPECT_DOUBLE_EQ(c.eviction_threshold(), 1.0);
+  ASSERT_TRUE(c.set_eviction_threshold(-2));
+  EXPECT_DOUBLE_EQ(c.eviction_threshold(), 0.0);
+
+  for (double bad : {-0.1, 1.1, std::nan("")}) {
+    auto r = c.evict_to_threshold(bad);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  }
+}
+
+TEST(Cache, st_needs_eviction_is_utilization_at_or_above_threshold) {
+  PagedKvCache c(10, 1, 1, 1);
+  ASSERT_TRUE(c.set_eviction_threshold(0.5));
+  ASSERT_TRUE(c.allocate(S(1), 4));
+  EXPECT_FALSE(c.needs_eviction());
+  ASSERT_TRUE(c.allocate(S(2), 1));
+  EXPECT_TRUE(c.needs_eviction());  // 0.5 >= 0.5
+  ASSERT_TRUE(c.set_eviction_threshold(0.0));
+  ASSERT_TRUE(c.free(S(1)));
+  ASSERT_TRUE(c.free(S(2)));
+  EXPECT_TRUE(c.needs_eviction());  // 0 >= 0
+}
+
+TEST(Cache, st_evict_to_threshold) {
+  PagedKvCache c(10, 1, 1, 1);
+  for (std::uint64_t i = 1; i <= 4; ++i) ASSERT_TRUE(c.allocate(S(i), 2));  // 80%
+  auto r = c.evict_to_threshold(0.5);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value(), (std::vector<SeqId>{S(1), S(2)}));  // 80 -> 60 -> 40
+  EXPECT_DOUBLE_EQ(c.utilization(), 0.4);
+  EXPECT_TRUE(c.evict_to_threshold(0.5).value().empty());
+  auto all = c.evict_to_threshold(0.0);
+  EXPECT_EQ(all.value(), (std::vector<SeqId>{S(3), S(4)}));
+  EXPECT_EQ(c.num_sequences(), 0u);
+  EXPECT_EQ(c.stats().total_evictions, 4u);
+  // Sequences without blocks do not lower utilization; evict_to_threshold stops when none is left.
+  ASSERT_TRUE(c.allocate(S(9), 0));
+  EXPECT_TRUE(c.evict_to_threshold(0.0).value().empty());
+  EXPECT_VALID(c);
+}
+
+// ---- StreamingLLM ----------------------------------------------------------------------------------
+
+TEST(Cache, st_streaming_llm_keeps_sink_and_window) {
+  PagedKvCache c(20, 16, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 160));  // 10 full blocks
+  const auto before = c.get_sequence(S(1))->block_ids;
+  auto r = c.apply_streaming_llm(S(1), 4, 16);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value(), 140u);
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 20u);
+  ASSERT_EQ(info->num_blocks(), 2u);
+  EXPECT_EQ(info->block_ids[0], before[0]);  // sink block
+  EXPECT_EQ(info->block_ids[1], before[9]);  // window block
+  EXPECT_EQ(info->token_runs, (std::vector<pkv::TokenRun>{{0, 0, 4}, {4, 16, 16}}));
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_EQ(c.stats().total_frees, 8u);
+  // The window block is full: the next append takes a new block and overwrites nothing.
+  ASSERT_TRUE(c.append(S(1), 1));
+  info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_blocks(), 3u);
+  EXPECT_EQ(info->slot_of(20), 32u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_streaming_llm_sink_multiple_of_block_size) {
+  // The seed skipped one block too many here (sink / block_size + 1).
+  PagedKvCache c(20, 16, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 100));  // 7 blocks, last holds 4
+  auto r = c.apply_streaming_llm(S(1), 16, 10);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r.value(), 74u);
+  auto info = c.get_sequence(S(1));
+  // Kept: tokens 0..15 (block 0), tokens 90..99 (blocks 5 and 6).
+  EXPECT_EQ(info->num_blocks(), 3u);
+  EXPECT_EQ(info->num_tokens, 26u);
+  EXPECT_EQ(info->token_runs, (std::vector<pkv::TokenRun>{{0, 0, 16}, {16, 16 + 10, 10}}));
+  // Last block holds tokens 96..99 at offsets 0..3: appends fill offsets 4..15 first.
+  EXPECT_EQ(c.used_block_count(), 3u);
+  ASSERT_TRUE(c.append(S(1), 12));
+  EXPECT_EQ(c.used_block_count(), 3u);
+  info = c.get_sequence(S(1));
+  EXPECT_EQ(info->slot_of(25), 16u + 16u + 3u);  // last kept token still where it was
+  EXPECT_EQ(info->slot_of(26), 16u + 16u + 4u);
+  ASSERT_TRUE(c.append(S(1), 1));
+  EXPECT_EQ(c.used_block_count(), 4u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_streaming_llm_edge_cases) {
+  PagedKvCache c(20, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  auto zero = c.apply_streaming_llm(S(1), 0, 0);
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error().code(), Errc::invalid_argument);
+  auto overflow = c.apply_streaming_llm(S(1), kMax, 2);
+  ASSERT_FALSE(overflow);
+  EXPECT_EQ(overflow.error().code(), Errc::invalid_argument);
+  auto missing = c.apply_streaming_llm(S(5), 1, 1);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
+  // sink + window >= num_tokens: nothing to drop, nothing changes.
+  auto same = c.apply_streaming_llm(S(1), 4, 6);
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same.value(), 0u);
+  EXPECT_EQ(c.apply_streaming_llm(S(1), 40, 60).value(), 0u);
+  EXPECT_EQ(c.get_sequence(S(1))->num_tokens, 10u);
+  EXPECT_EQ(c.used_block_count(), 3u);
+  // Window only: keep the last 3 tokens (8, 9 in block 2; 7 in block 1).
+  EXPECT_EQ(c.apply_streaming_llm(S(1), 0, 3).value(), 7u);
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 2u);
+  // Sink only: keep token 0 of what is left.
+  ASSERT_TRUE(c.allocate(S(2), 10));
+  EXPECT_EQ(c.apply_streaming_llm(S(2), 1, 0).value(), 9u);
+  auto info = c.get_sequence(S(2));
+  EXPECT_EQ(info->num_blocks(), 1u);
+  ASSERT_TRUE(c.append(S(2), 3));  // fills offsets 1..3 of the sink block
+  EXPECT_EQ(c.get_sequence(S(2))->num_blocks(), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_streaming_llm_twice_and_on_shared_blocks) {
+  PagedKvCache c(40, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 30));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  EXPECT_EQ(c.apply_streaming_llm(S(1), 2, 5).value(), 23u);
+  EXPECT_EQ(c.used_block_count(), 8u) << "S2 still holds every block";
+  ASSERT_TRUE(c.append(S(1), 9));
+  EXPECT_EQ(c.apply_streaming_llm(S(1), 3, 4).value(), 9u);
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 7u);
+  // Every kept token has a distinct slot inside the table.
+  std::set<std::uint64_t> slots;
+  for (std::uint64_t t = 0; t < info->num_tokens; ++t) {
+    std::uint64_t s = info->slot_of(t);
+    ASSERT_LT(s, info->num_blocks() * 4);
+    slots.insert(s);
+  }
+  EXPECT_EQ(slots.size(), 7u);
+  // Appending into a block still shared with S2 copies it first.
+  ASSERT_TRUE(c.free(S(1)));
+  ASSERT_TRUE(c.free(S(2)));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_streaming_then_append_into_shared_block_copies) {
+  PagedKvCache c(40, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 16));  // 4 full blocks
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  EXPECT_EQ(c.apply_streaming_llm(S(1), 0, 2).value(), 14u);  // keeps tokens 14, 15 (block 3)
+  auto r = c.append(S(1), 1);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value()) << "block 3 is full in S1's view too: new block, no copy";
+  ASSERT_TRUE(c.allocate(S(3), 6));
+  ASSERT_TRUE(c.fork(S(3), S(4)));
+  EXPECT_EQ(c.apply_streaming_llm(S(3), 0, 1).value(), 5u);  // keeps token 5 at offset 1, block 1
+  auto w = c.append(S(3), 1);
+  ASSERT_TRUE(w);
+  EXPECT_TRUE(w.value()) << "offset 2 of a block S4 still holds: copy before writing";
+  EXPECT_VALID(c);
+}
+
+// ---- misc ------------------------------------------------------------------------------------------
+
+TEST(Cache, st_sequence_ids_and_get_sequence) {
+  PagedKvCache c(10, 4, 1, 1);
+  EXPECT_TRUE(c.sequence_ids().empty());
+  for (std::uint64_t i : {5, 1, 9}) ASSERT_TRUE(c.allocate(S(i), 1));
+  auto ids = c.sequence_ids();
+  std::set<SeqId> got(ids.begin(), ids.end());
+  EXPECT_EQ(got, (std::set<SeqId>{S(1), S(5), S(9)}));
+  EXPECT_FALSE(c.get_sequence(S(2)));
+  // A snapshot does not change under later calls.
+  auto snap = *c.get_sequence(S(5));
+  ASSERT_TRUE(c.append(S(5), 10));
+  EXPECT_EQ(snap.num_tokens, 1u);
+}
+
+TEST(Cache, st_display_matches_seed) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  EXPECT_EQ(str(c),
+            "PagedKvCache\n"
+            "  Strategy: LRU (block_size=16)\n"
+            "  Blocks: 3/10 (30.0% used)\n"
+            "  Memory: 0.79 MB / 2.62 MB\n"
+            "  Sequences: 2 active\n"
+            "  Stats: allocs=3, frees=0, evictions=0, forks=1\n");
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::streaming_llm(4, 16)));
+  EXPECT_NE(str(c).find("Strategy: StreamingLLM(sink=4, window=16) (block_size=16)"),
+            std::string::npos);
+}
+
+TEST(Cache, st_peak_tracks_high_water_mark) {
+  PagedKvCache c(10, 1, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 3));
+  ASSERT_TRUE(c.allocate(S(2), 4));
+  ASSERT_TRUE(c.free(S(1)));
+  ASSERT_TRUE(c.append(S(2), 1));
+  EXPECT_EQ(c.stats().peak_blocks_used, 7u);
+  ASSERT_TRUE(c.allocate(S(3), 5));
+  EXPECT_EQ(c.stats().peak_blocks_used, 10u);
+}
+
+TEST(Cache, st_custom_pool_options) {
+  PagedKvCache::Options o;
+  o.pool.magazine_size = 0;
+  PagedKvCache c(8, 4, 1, 1, o);
+  EXPECT_EQ(c.pool().magazine_size(), 0u);
+  ASSERT_TRUE(c.allocate(S(1), 32));
+  EXPECT_FALSE(c.allocate(S(2), 1));
+  o.pool.magazine_size = 1000;
+  EXPECT_FALSE(PagedKvCache::create(8, 4, 1, 1, o));
+  EXPECT_THROW(PagedKvCache(8, 4, 1, 1, o), std::invalid_argument);
+}
+
+}  // namespace

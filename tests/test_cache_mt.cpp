@@ -1,0 +1,325 @@
+// PagedKvCache, multi-threaded: exact capacity, no stranding, fork + append copy-on-write under
+// concurrency (with KV contents checked), evict never frees twice, random mixed operations with
+// a conservation check. Thread counts exceed the CI machine's 2 cores on purpose.
+#include <gtest/gtest.h>
+#include <pkv/pkv.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <latch>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using pkv::BlockId;
+using pkv::Errc;
+using pkv::EvictionStrategy;
+using pkv::PagedKvCache;
+using pkv::SeqId;
+
+constexpr unsigned kThreads = 8;
+
+std::uint64_t seq_base(unsigned t) { return (std::uint64_t{t} + 1) << 32; }
+
+template <class F>
+void run_threads(unsigned n, F&& body) {
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < n; ++t) ts.emplace_back([&, t] { body(t); });
+  for (auto& th : ts) th.join();
+}
+
+TEST(CacheMt, mt_fill_to_exact_capacity) {
+  for (std::uint32_t mag : {0u, 32u}) {
+    PagedKvCache::Options o;
+    o.pool.magazine_size = mag;
+    const std::size_t blocks = 3000, bs = 16;
+    PagedKvCache c(blocks, bs, 1, 1, o);
+    std::vector<std::vector<SeqId>> mine(kThreads);
+    run_threads(kThreads, [&](unsigned t) {
+      std::uint64_t id = seq_base(t);
+      for (;;) {
+        auto r = c.allocate(SeqId{id}, bs);  // one block each
+        if (!r) {
+          ASSERT_EQ(r.error().code(), Errc::out_of_memory);
+          break;
+        }
+        mine[t].push_back(SeqId{id++});
+      }
+    });
+    std::size_t total = 0;
+    for (auto& v : mine) total += v.size();
+    EXPECT_EQ(total, blocks) << "threads together fill the cache exactly (mag " << mag << ")";
+    EXPECT_EQ(c.free_block_count(), 0u);
+    EXPECT_EQ(c.num_sequences(), blocks);
+    EXPECT_EQ(c.validate_unsafe(), "");
+    // Cross-thread frees: thread t frees thread (t+1)'s sequences.
+    run_threads(kThreads, [&](unsigned t) {
+      for (SeqId s : mine[(t + 1) % kThreads]) ASSERT_TRUE(c.free(s));
+    });
+    EXPECT_EQ(c.free_block_count(), blocks);
+    EXPECT_EQ(c.used_block_count(), 0u);
+    EXPECT_EQ(c.stats().total_allocations, blocks);
+    EXPECT_EQ(c.stats().total_frees, blocks);
+    EXPECT_EQ(c.stats().peak_blocks_used, blocks);
+    EXPECT_EQ(c.validate_unsafe(), "");
+  }
+}
+
+TEST(CacheMt, mt_no_stranding_after_cross_thread_frees) {
+  const std::size_t blocks = 500;
+  PagedKvCache c(blocks, 4, 1, 1);
+  for (std::uint64_t i = 0; i < blocks; ++i) ASSERT_TRUE(c.allocate(SeqId{i}, 4));
+  std::latch freed(kThreads);
+  std::latch done(1);
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (std::uint64_t i = t; i < blocks; i += kThreads) ASSERT_TRUE(c.free(SeqId{i}));
+      freed.count_down();
+      done.wait();  // stay alive: the freed blocks sit in this thread's magazine
+    });
+  }
+  freed.wait();
+  std::thread taker([&] {
+    auto r = c.allocate(SeqId{1'000'000}, blocks * 4);
+    ASSERT_TRUE(r) << "one prompt must get every free block: " << r.error().message();
+    EXPECT_EQ(c.free_block_count(), 0u);
+  });
+  taker.join();
+  done.count_down();
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+// Host KV arena: one atomic cookie per token slot; a cookie is (sequence, token position).
+struct Arena {
+  Arena(std::size_t blocks, std::size_t bs) : bs(bs), cells(blocks * bs) {}
+  std::size_t bs;
+  std::vector<std::atomic<std::uint64_t>> cells;
+  static std::uint64_t cookie(std::uint64_t family, std::uint64_t pos) {
+    return (family << 24) ^ (pos + 1);
+  }
+  void copy(const pkv::CopyOp& op) {
+    for (std::size_t i = 0; i < bs; ++i)
+      cells[op.dst.value * bs + i].store(cells[op.src.value * bs + i].load());
+  }
+  void write(const pkv::SequenceInfo& info, std::uint64_t tok, std::uint64_t value) {
+    std::uint64_t slot = info.slot_of(tok);
+    cells[info.block_ids[slot / bs].value * bs + slot % bs].store(value);
+  }
+  std::uint64_t read(const pkv::SequenceInfo& info, std::uint64_t tok) const {
+    std::uint64_t slot = info.slot_of(tok);
+    return cells[info.block_ids[slot / bs].value * bs + slot % bs].load();
+  }
+};
+
+TEST(CacheMt, mt_concurrent_fork_and_append_never_share_a_written_block) {
+  const std::size_t bs = 8;
+  for (int round = 0; round < 30; ++round) {
+    PagedKvCache c(4000, bs, 1, 1);
+    Arena arena(4000, bs);
+    const SeqId parent{1};
+    const std::uint64_t prompt = 13;  // last block partly filled: 5 of 8
+    ASSERT_TRUE(c.allocate(parent, prompt));
+    auto pinfo = *c.get_sequence(parent);
+    for (std::uint64_t t = 0; t < prompt; ++t) arena.write(pinfo, t, Arena::cookie(0, t));
+    std::atomic<int> copies{0};
+    std::barrier start(kThreads);
+    run_threads(kThreads, [&](unsigned t) {
+      const SeqId child{seq_base(t)};
+      start.arrive_and_wait();
+      ASSERT_TRUE(c.fork(parent, child));
+      for (int step = 0; step < 20; ++step) {
+        auto r = c.append(child, 1);
+        ASSERT_TRUE(r);
+        if (r.value()) {
+          arena.copy(*r.value());
+          copies.fetch_add(1);
+        }
+        auto info = *c.get_sequence(child);
+        arena.write(info, info.num_tokens - 1, Arena::cookie(t + 1, info.num_tokens - 1));
+      }
+    });
+    // Each child copied the shared partial block exactly once, on its first append.
+    EXPECT_EQ(copies.load(), static_cast<int>(kThreads));
+    EXPECT_EQ(c.validate_unsafe(), "");
+    pinfo = *c.get_sequence(parent);
+    for (std::uint64_t t = 0; t < prompt; ++t)
+      ASSERT_EQ(arena.read(pinfo, t), Arena::cookie(0, t)) << "parent token " << t;
+    for (unsigned t = 0; t < kThreads; ++t) {
+      auto info = *c.get_sequence(SeqId{seq_base(t)});
+      ASSERT_EQ(info.num_tokens, prompt + 20);
+      for (std::uint64_t k = 0; k < info.num_tokens; ++k) {
+        std::uint64_t want = k < prompt ? Arena::cookie(0, k) : Arena::cookie(t + 1, k);
+        ASSERT_EQ(arena.read(info, k), want) << "child " << t << " token " << k;
+      }
+    }
+  }
+}
+
+TEST(CacheMt, mt_fork_chains_and_appends_across_shards) {
+  // Threads fork from each other's sequences (two shard locks in both orders) while appending.
+  PagedKvCache c(20000, 4, 1, 1);
+  const unsigned n = kThreads;
+  for (unsigned t = 0; t < n; ++t) ASSERT_TRUE(c.allocate(SeqId{seq_base(t)}, 6));
+  std::atomic<std::uint64_t> forks{0};
+  run_threads(n, [&](unsigned t) {
+    std::mt19937_64 rng(t);
+    std::uint64_t next = seq_base(t) + 1;
+    for (int i = 0; i < 400; ++i) {
+      SeqId src{seq_base(static_cast<unsigned>(rng() % n)) + rng() % 4};
+      SeqId dst{next};
+      if (c.fork(src, dst)) {
+        forks.fetch_add(1);
+        ++next;
+        ASSERT_TRUE(c.append(dst, 1 + rng() % 5));
+        if (next - seq_base(t) > 20) {
+          // keep the population bounded: free an old one of ours (not the first four)
+          (void)c.free(SeqId{next - 15});
+        }
+      }
+      (void)c.append(SeqId{seq_base(t)}, 1);
+    }
+  });
+  EXPECT_EQ(c.stats().total_forks, forks.load());
+  EXPECT_EQ(c.validate_unsafe(), "");
+  for (SeqId s : c.sequence_ids()) ASSERT_TRUE(c.free(s));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+TEST(CacheMt, mt_evict_never_frees_twice_or_returns_a_freed_id) {
+  for (auto strategy : {EvictionStrategy::lru(), EvictionStrategy::lfu(),
+                        EvictionStrategy::longest_first(), EvictionStrategy::priority(4)}) {
+    PagedKvCache c(1000, 4, 1, 1);
+    ASSERT_TRUE(c.set_eviction_strategy(strategy));
+    const std::uint64_t per = 300;
+    std::vector<std::vector<SeqId>> evicted(kThreads);
+    std::vector<std::vector<SeqId>> freed(kThreads);
+    run_threads(kThreads, [&](unsigned t) {
+      std::mt19937 rng(t);
+      for (std::uint64_t i = 0; i < per; ++i) {
+        SeqId s{seq_base(t) + i};
+        if (c.allocate(s, 1 + rng() % 8)) (void)c.set_priority(s, rng() % 4);
+        if (rng() % 2) {
+          if (auto e = c.evict()) evicted[t].push_back(e.value());
+        }
+        if (i >= 3 && rng() % 2) {
+          SeqId old{seq_base(t) + i - 3};
+          if (c.free(old)) freed[t].push_back(old);
+        }
+      }
+    });
+    std::map<SeqId, int> gone;
+    for (auto& v : evicted)
+      for (SeqId s : v) gone[s]++;
+    for (auto& v : freed)
+      for (SeqId s : v) gone[s]++;
+    for (SeqId s : c.sequence_ids()) gone[s]++;
+    for (auto& [s, n] : gone) ASSERT_EQ(n, 1) << s << " was freed/evicted/kept " << n << " times";
+    std::size_t evictions = 0;
+    for (auto& v : evicted) evictions += v.size();
+    EXPECT_EQ(c.stats().total_evictions, evictions);
+    EXPECT_EQ(c.validate_unsafe(), "");
+    auto rest = c.evict_to_threshold(0.0);
+    ASSERT_TRUE(rest);
+    EXPECT_EQ(c.used_block_count(), 0u);
+  }
+}
+
+TEST(CacheMt, mt_random_mixed_operations_conserve_blocks) {
+  const std::size_t blocks = 400, bs = 4;
+  for (int round = 0; round < 5; ++round) {
+    PagedKvCache c(blocks, bs, 1, 1);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> ops{0};
+    run_threads(kThreads, [&](unsigned t) {
+      std::mt19937_64 rng(round * 100 + t);
+      std::vector<SeqId> live;
+      std::uint64_t next = seq_base(t);
+      for (int i = 0; i < 3000; ++i) {
+        ops.fetch_add(1, std::memory_order_relaxed);
+        switch (rng() % 12) {
+          case 0:
+          case 1:
+          case 2:
+            if (c.allocate(SeqId{next}, rng() % 20)) live.push_back(SeqId{next});
+            ++next;
+            break;
+          case 3:
+          case 4:
+          case 5:
+            if (!live.empty()) (void)c.append(live[rng() % live.size()], 1 + rng() % 6);
+            break;
+          case 6:
+            if (!live.empty() && c.fork(live[rng() % live.size()], SeqId{next}))
+              live.push_back(SeqId{next});
+            ++next;
+            break;
+          case 7:
+          case 8:
+            if (!live.empty()) {
+              std::size_t k = rng() % live.size();
+              (void)c.free(live[k]);  // may already be evicted by another thread
+              live.erase(live.begin() + static_cast<std::ptrdiff_t>(k));
+            }
+            break;
+          case 9:
+            (void)c.evict();
+            break;
+          case 10:
+            if (!live.empty())
+              (void)c.apply_streaming_llm(live[rng() % live.size()], rng() % 4, 1 + rng() % 6);
+            break;
+          case 11:
+            if (rng() % 8 == 0) (void)c.evict_to_threshold(0.5);
+            else if (!live.empty()) (void)c.get_sequence(live[rng() % live.size()]);
+            break;
+        }
+      }
+    });
+    // Conservation: distinct referenced blocks + free blocks == total (and every other check).
+    std::set<BlockId> referenced;
+    for (SeqId s : c.sequence_ids()) {
+      const auto info = c.get_sequence(s);
+      ASSERT_TRUE(info);
+      referenced.insert(info->block_ids.begin(), info->block_ids.end());
+    }
+    EXPECT_EQ(referenced.size() + c.free_block_count(), blocks);
+    EXPECT_EQ(c.validate_unsafe(), "");
+    for (SeqId s : c.sequence_ids()) ASSERT_TRUE(c.free(s));
+    EXPECT_EQ(c.free_block_count(), blocks);
+    EXPECT_EQ(c.stats().total_allocations, c.stats().total_frees);
+    EXPECT_EQ(c.validate_unsafe(), "");
+    EXPECT_GT(ops.load(), 0u);
+  }
+}
+
+TEST(CacheMt, mt_strategy_changes_during_eviction) {
+  PagedKvCache c(2000, 4, 1, 1);
+  std::atomic<bool> stop{false};
+  std::thread changer([&] {
+    const EvictionStrategy all[] = {EvictionStrategy::lru(), EvictionStrategy::lfu(),
+                                    EvictionStrategy::longest_first(),
+                                    EvictionStrategy::priority(2),
+                                    EvictionStrategy::streaming_llm(2, 8)};
+    for (int i = 0; !stop.load(); ++i) ASSERT_TRUE(c.set_eviction_strategy(all[i % 5]));
+  });
+  run_threads(4, [&](unsigned t) {
+    for (std::uint64_t i = 0; i < 2000; ++i) {
+      (void)c.allocate(SeqId{seq_base(t) + i}, 1 + i % 9);
+      if (i % 3 == 0) (void)c.evict();
+    }
+  });
+  stop.store(true);
+  changer.join();
+  EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+}  // namespace
