@@ -1,9 +1,8 @@
 // The usage example shown in README.md (kept identical by tests/check_readme_example.sh).
 // BEGIN README EXAMPLE
-#include <pkv/pkv.hpp>
-
 #include <cassert>
 #include <iostream>
+#include <pkv/pkv.hpp>
 
 int main() {
   // 1024 blocks of 16 tokens; 32 heads x 128 dims (f16) => 256 KiB of KV per block.

@@ -1,12 +1,11 @@
 // pkv-threads-demo: several scheduler threads share one PagedKvCache, each admitting requests
 // (allocate), decoding (append), forking beams (copy-on-write) and finishing (free), then the
 // demo checks that every block came back. Usage: pkv-threads-demo [threads] [requests-per-thread]
-#include <pkv/pkv.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <pkv/pkv.hpp>
 #include <random>
 #include <string>
 #include <thread>

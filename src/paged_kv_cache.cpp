@@ -57,7 +57,8 @@ std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size
 
 }  // namespace
 
-// ---- internal state ------------------------------------------------------------------------------
+// ---- internal state
+// ------------------------------------------------------------------------------
 
 struct PagedKvCache::Entry {
   std::vector<BlockId> blocks;
@@ -149,8 +150,7 @@ std::uint64_t PagedKvCache::tick() noexcept {
 void PagedKvCache::note_peak() noexcept {
   std::uint64_t used = pool_->used_count();
   std::uint64_t peak = impl_->peak.load(std::memory_order_relaxed);
-  while (used > peak &&
-         !impl_->peak.compare_exchange_weak(peak, used, std::memory_order_relaxed)) {
+  while (used > peak && !impl_->peak.compare_exchange_weak(peak, used, std::memory_order_relaxed)) {
   }
 }
 
@@ -226,10 +226,15 @@ Result<void> PagedKvCache::set_priority(SeqId seq, std::uint32_t priority) {
   return {};
 }
 
-// ---- figures -------------------------------------------------------------------------------------
+// ---- figures
+// -------------------------------------------------------------------------------------
 
-std::size_t PagedKvCache::free_block_count() const noexcept { return pool_->free_count(); }
-std::size_t PagedKvCache::used_block_count() const noexcept { return pool_->used_count(); }
+std::size_t PagedKvCache::free_block_count() const noexcept {
+  return pool_->free_count();
+}
+std::size_t PagedKvCache::used_block_count() const noexcept {
+  return pool_->used_count();
+}
 
 double PagedKvCache::utilization() const noexcept {
   return static_cast<double>(used_block_count()) / static_cast<double>(num_blocks_);
@@ -257,7 +262,8 @@ CacheStats PagedKvCache::stats() const noexcept {
   return s;
 }
 
-// ---- sequences -----------------------------------------------------------------------------------
+// ---- sequences
+// -----------------------------------------------------------------------------------
 
 Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
   const std::size_t nb = num_tokens / block_size_ + (num_tokens % block_size_ != 0 ? 1 : 0);
@@ -303,7 +309,11 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
       // holds it. Its count cannot rise meanwhile: only fork adds references, and fork of any
       // holder of this block locks that holder's shard; the one holder whose next write goes
       // here is `seq`, whose shard we hold. (Two sharers may both copy; never neither.)
+#if defined(PKV_MUTATION_COW)
+      const bool cow = false;  // mutation build: copy-on-write dropped (the checks must fail)
+#else
       const bool cow = room > 0 && pool_->ref_count(e.blocks.back()) > 1;
+#endif
       const std::uint64_t beyond = num_tokens > room ? num_tokens - room : 0;
       const std::uint64_t fresh = beyond / block_size_ + (beyond % block_size_ != 0 ? 1 : 0);
       const std::uint64_t need = fresh + (cow ? 1 : 0);
@@ -420,7 +430,8 @@ std::vector<SeqId> PagedKvCache::sequence_ids() const {
   return ids;
 }
 
-// ---- eviction ------------------------------------------------------------------------------------
+// ---- eviction
+// ------------------------------------------------------------------------------------
 
 namespace {
 // Best (smallest key) of the shard heads. Caller holds strategy_mu shared.
@@ -551,7 +562,8 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
   return evicted;
 }
 
-// ---- validation and printing ---------------------------------------------------------------------
+// ---- validation and printing
+// ---------------------------------------------------------------------
 
 std::string PagedKvCache::validate_unsafe() const {
   if (std::string e = pool_->validate_unsafe(); !e.empty()) return "pool: " + e;
@@ -582,8 +594,8 @@ std::string PagedKvCache::validate_unsafe() const {
       if (std::find(used.begin(), used.end(), 0) != used.end())
         return to_string(seq) + ": holds a block with none of its tokens";
       for (std::size_t b = 0; b < e.blocks.size(); ++b) {
-        std::uint64_t fill = b + 1 < e.blocks.size() ? block_size_
-                                                     : e.next_slot() - b * block_size_;
+        std::uint64_t fill =
+            b + 1 < e.blocks.size() ? block_size_ : e.next_slot() - b * block_size_;
         holders[e.blocks[b].value].push_back(Holder{fill, e.streamed});
       }
     }
@@ -591,8 +603,8 @@ std::string PagedKvCache::validate_unsafe() const {
   for (const auto& [block, hs] : holders) {
     if (pool_->ref_count(BlockId{block}) != hs.size())
       return "B" + std::to_string(block) + ": ref count " +
-             std::to_string(pool_->ref_count(BlockId{block})) + " != " +
-             std::to_string(hs.size()) + " tables holding it";
+             std::to_string(pool_->ref_count(BlockId{block})) + " != " + std::to_string(hs.size()) +
+             " tables holding it";
     // A shared block is frozen: every holder that never dropped tokens sees the same fill, so no
     // holder wrote into it after the fork (copy-on-write did its job).
     for (const Holder& h : hs) {

@@ -14,8 +14,8 @@ struct Registry {
   std::mutex mu;
   // Indices given back by exited threads, smallest first, so indices stay dense.
   std::priority_queue<std::uint32_t, std::vector<std::uint32_t>, std::greater<>> returned;
-  std::uint32_t next = 0;                 // guarded by mu
-  std::atomic<std::uint32_t> high{0};     // read lock-free; written under mu (monotonic)
+  std::uint32_t next = 0;              // guarded by mu
+  std::atomic<std::uint32_t> high{0};  // read lock-free; written under mu (monotonic)
 };
 
 Registry& registry() {

@@ -8,10 +8,18 @@
 
 namespace pkv {
 
-std::ostream& operator<<(std::ostream& os, SeqId id) { return os << 'S' << id.value; }
-std::ostream& operator<<(std::ostream& os, BlockId id) { return os << 'B' << id.value; }
-std::string to_string(SeqId id) { return "S" + std::to_string(id.value); }
-std::string to_string(BlockId id) { return "B" + std::to_string(id.value); }
+std::ostream& operator<<(std::ostream& os, SeqId id) {
+  return os << 'S' << id.value;
+}
+std::ostream& operator<<(std::ostream& os, BlockId id) {
+  return os << 'B' << id.value;
+}
+std::string to_string(SeqId id) {
+  return "S" + std::to_string(id.value);
+}
+std::string to_string(BlockId id) {
+  return "B" + std::to_string(id.value);
+}
 
 const char* to_string(Errc code) noexcept {
   switch (code) {
@@ -46,7 +54,9 @@ Error Error::invalid_argument(const std::string& what) {
   return Error(Errc::invalid_argument, "Invalid argument: " + what);
 }
 
-std::ostream& operator<<(std::ostream& os, const Error& e) { return os << e.message(); }
+std::ostream& operator<<(std::ostream& os, const Error& e) {
+  return os << e.message();
+}
 
 namespace detail {
 void bad_result_access(const char* what) noexcept {

@@ -1,8 +1,8 @@
 // BlockPool, single-threaded: every method and error path, with and without magazines.
 #include <gtest/gtest.h>
-#include <pkv/pkv.hpp>
 
 #include <algorithm>
+#include <pkv/pkv.hpp>
 #include <set>
 #include <stdexcept>
 
@@ -122,8 +122,7 @@ TEST_P(BlockPoolSt, st_span_retain_and_release) {
   EXPECT_EQ(pool.free_count(), 3u);
   // A span with a bad id: nothing is retained.
   std::vector<BlockId> with_free = {ids[0], BlockId{7}};
-  EXPECT_EQ(pool.retain(std::span<const BlockId>(with_free)).error().code(),
-            Errc::block_not_found);
+  EXPECT_EQ(pool.retain(std::span<const BlockId>(with_free)).error().code(), Errc::block_not_found);
   EXPECT_EQ(pool.ref_count(ids[0]), 1u);
   // Release reports the bad id after releasing the others.
   std::vector<BlockId> mixed = {ids[0], ids[1], BlockId{100}};

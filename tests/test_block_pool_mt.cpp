@@ -1,12 +1,12 @@
 // BlockPool, multi-threaded: exact capacity, no stranding, all-or-nothing, refcounts, churn.
 #include <gtest/gtest.h>
-#include <pkv/pkv.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <latch>
 #include <mutex>
+#include <pkv/pkv.hpp>
 #include <random>
 #include <set>
 #include <thread>

@@ -1,10 +1,10 @@
 // PagedKvCache, single-threaded: every method, every error path, the seed's behaviour and the
 // seed's defects fixed (../shared/seed/README.md).
 #include <gtest/gtest.h>
-#include <pkv/pkv.hpp>
 
 #include <cmath>
 #include <limits>
+#include <pkv/pkv.hpp>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -20,7 +20,9 @@ using pkv::SeqId;
 
 constexpr std::size_t kMax = std::numeric_limits<std::size_t>::max();
 
-SeqId S(std::uint64_t v) { return SeqId{v}; }
+SeqId S(std::uint64_t v) {
+  return SeqId{v};
+}
 
 std::string str(const PagedKvCache& c) {
   std::ostringstream os;
@@ -75,7 +77,8 @@ TEST(Cache, st_sizes_and_memory_match_seed) {
   EXPECT_EQ(c.stats(), pkv::CacheStats{});
 }
 
-// ---- allocate ------------------------------------------------------------------------------------
+// ---- allocate
+// ------------------------------------------------------------------------------------
 
 TEST(Cache, st_allocate_takes_ceil_blocks) {
   PagedKvCache c(10, 16, 32, 128);
@@ -119,8 +122,8 @@ TEST(Cache, st_allocate_errors_change_nothing) {
   auto huge = c.allocate(S(3), kMax);  // token count near SIZE_MAX: no overflow, clear OOM
   ASSERT_FALSE(huge);
   EXPECT_EQ(huge.error().code(), Errc::out_of_memory);
-  EXPECT_EQ(huge.error().message(), "Out of memory: requested " +
-                                        std::to_string(kMax / 16 + 1) + " blocks, 2 available");
+  EXPECT_EQ(huge.error().message(),
+            "Out of memory: requested " + std::to_string(kMax / 16 + 1) + " blocks, 2 available");
   EXPECT_EQ(c.num_sequences(), 1u);
   EXPECT_EQ(c.stats().total_allocations, 2u);
   EXPECT_VALID(c);
@@ -143,7 +146,8 @@ TEST(Cache, st_allocate_zero_tokens_registers_empty_sequence) {
   EXPECT_VALID(c);
 }
 
-// ---- append --------------------------------------------------------------------------------------
+// ---- append
+// --------------------------------------------------------------------------------------
 
 TEST(Cache, st_append_takes_blocks_only_at_boundaries) {
   PagedKvCache c(10, 4, 1, 1);
@@ -185,7 +189,7 @@ TEST(Cache, st_append_errors_change_nothing) {
   EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
   EXPECT_EQ(missing.error().message(), "Sequence not found: S9");
 
-  ASSERT_TRUE(c.allocate(S(1), 6));  // 2 blocks, 2 free slots
+  ASSERT_TRUE(c.allocate(S(1), 6));      // 2 blocks, 2 free slots
   auto oom = c.append(S(1), 2 + 4 + 1);  // needs 2 more blocks, 1 free
   ASSERT_FALSE(oom);
   EXPECT_EQ(oom.error().message(), "Out of memory: requested 2 blocks, 1 available");
@@ -205,7 +209,8 @@ TEST(Cache, st_append_errors_change_nothing) {
   EXPECT_VALID(c);
 }
 
-// ---- free ----------------------------------------------------------------------------------------
+// ---- free
+// ----------------------------------------------------------------------------------------
 
 TEST(Cache, st_free_returns_blocks_and_double_free_is_an_error) {
   PagedKvCache c(10, 16, 32, 128);
@@ -223,7 +228,8 @@ TEST(Cache, st_free_returns_blocks_and_double_free_is_an_error) {
   EXPECT_VALID(c);
 }
 
-// ---- fork and copy-on-write ------------------------------------------------------------------------
+// ---- fork and copy-on-write
+// ------------------------------------------------------------------------
 
 TEST(Cache, st_fork_shares_every_block) {
   PagedKvCache c(10, 16, 32, 128);
@@ -265,8 +271,7 @@ TEST(Cache, st_fork_errors_change_nothing) {
   EXPECT_FALSE(c.get_sequence(S(8)));
   EXPECT_EQ(c.num_sequences(), 2u);
   EXPECT_EQ(c.stats().total_forks, 0u);
-  for (SeqId s : {S(1), S(2)})
-    EXPECT_EQ(c.pool().ref_count(c.get_sequence(s)->block_ids[0]), 1u);
+  for (SeqId s : {S(1), S(2)}) EXPECT_EQ(c.pool().ref_count(c.get_sequence(s)->block_ids[0]), 1u);
   EXPECT_VALID(c);
 }
 
@@ -347,7 +352,8 @@ TEST(Cache, st_fork_of_empty_sequence) {
   EXPECT_VALID(c);
 }
 
-// ---- eviction --------------------------------------------------------------------------------------
+// ---- eviction
+// --------------------------------------------------------------------------------------
 
 TEST(Cache, st_lru_order_is_exact_without_sleeps) {
   PagedKvCache c(100, 4, 1, 1);
@@ -499,7 +505,8 @@ TEST(Cache, st_evict_to_threshold) {
   EXPECT_VALID(c);
 }
 
-// ---- StreamingLLM ----------------------------------------------------------------------------------
+// ---- StreamingLLM
+// ----------------------------------------------------------------------------------
 
 TEST(Cache, st_streaming_llm_keeps_sink_and_window) {
   PagedKvCache c(20, 16, 1, 1);
@@ -622,7 +629,8 @@ TEST(Cache, st_streaming_then_append_into_shared_block_copies) {
   EXPECT_VALID(c);
 }
 
-// ---- misc ------------------------------------------------------------------------------------------
+// ---- misc
+// ------------------------------------------------------------------------------------------
 
 TEST(Cache, st_sequence_ids_and_get_sequence) {
   PagedKvCache c(10, 4, 1, 1);

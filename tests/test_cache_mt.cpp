@@ -2,7 +2,6 @@
 // concurrency (with KV contents checked), evict never frees twice, random mixed operations with
 // a conservation check. Thread counts exceed the CI machine's 2 cores on purpose.
 #include <gtest/gtest.h>
-#include <pkv/pkv.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +9,7 @@
 #include <latch>
 #include <map>
 #include <mutex>
+#include <pkv/pkv.hpp>
 #include <random>
 #include <set>
 #include <thread>
@@ -25,7 +25,9 @@ using pkv::SeqId;
 
 constexpr unsigned kThreads = 8;
 
-std::uint64_t seq_base(unsigned t) { return (std::uint64_t{t} + 1) << 32; }
+std::uint64_t seq_base(unsigned t) {
+  return (std::uint64_t{t} + 1) << 32;
+}
 
 template <class F>
 void run_threads(unsigned n, F&& body) {
@@ -278,8 +280,10 @@ TEST(CacheMt, mt_random_mixed_operations_conserve_blocks) {
               (void)c.apply_streaming_llm(live[rng() % live.size()], rng() % 4, 1 + rng() % 6);
             break;
           case 11:
-            if (rng() % 8 == 0) (void)c.evict_to_threshold(0.5);
-            else if (!live.empty()) (void)c.get_sequence(live[rng() % live.size()]);
+            if (rng() % 8 == 0)
+              (void)c.evict_to_threshold(0.5);
+            else if (!live.empty())
+              (void)c.get_sequence(live[rng() % live.size()]);
             break;
         }
       }
@@ -305,10 +309,9 @@ TEST(CacheMt, mt_strategy_changes_during_eviction) {
   PagedKvCache c(2000, 4, 1, 1);
   std::atomic<bool> stop{false};
   std::thread changer([&] {
-    const EvictionStrategy all[] = {EvictionStrategy::lru(), EvictionStrategy::lfu(),
-                                    EvictionStrategy::longest_first(),
-                                    EvictionStrategy::priority(2),
-                                    EvictionStrategy::streaming_llm(2, 8)};
+    const EvictionStrategy all[] = {
+        EvictionStrategy::lru(), EvictionStrategy::lfu(), EvictionStrategy::longest_first(),
+        EvictionStrategy::priority(2), EvictionStrategy::streaming_llm(2, 8)};
     for (int i = 0; !stop.load(); ++i) ASSERT_TRUE(c.set_eviction_strategy(all[i % 5]));
   });
   run_threads(4, [&](unsigned t) {

@@ -1,7 +1,7 @@
 // Value types: printing, hashing, Result, Error texts (the seed's), strategies.
 #include <gtest/gtest.h>
-#include <pkv/pkv.hpp>
 
+#include <pkv/pkv.hpp>
 #include <sstream>
 #include <unordered_set>
 

@@ -60,40 +60,48 @@ namespace detail {
 void spin_pause(unsigned& spins) noexcept;
 }  // namespace detail
 
-class BlockPool {
+inline constexpr std::uint32_t kPoolMaxMagazine = 64;
+inline constexpr std::uint32_t kPoolMaxBlocks = 0xFFFFFFFEu;
+
+struct BlockPoolOptions {
+  /// Blocks moved between a thread's slot and the shared list at once (at most kPoolMaxMagazine);
+  /// 0 turns the per-thread caches off (every call then uses the shared lock-free list).
+  std::uint32_t magazine_size = 32;
+};
+
+/// The pool, parameterised on its atomic type so that tests can run it under a deterministic
+/// scheduler (tests/dsched/); everyone else uses `BlockPool` = BasicBlockPool<std::atomic>.
+template <template <class> class Atom>
+class BasicBlockPool {
  public:
   /// Live threads that get their own magazine slot; later threads use the shared list directly.
   static constexpr std::size_t kMaxCachedThreads = 64;
   /// Largest magazine_size; a slot holds up to twice this many block ids.
-  static constexpr std::uint32_t kMaxMagazine = 64;
+  static constexpr std::uint32_t kMaxMagazine = kPoolMaxMagazine;
   /// Ids are 32-bit and 0xFFFFFFFF is the list terminator.
-  static constexpr std::uint32_t kMaxBlocks = 0xFFFFFFFEu;
+  static constexpr std::uint32_t kMaxBlocks = kPoolMaxBlocks;
 
-  struct Options {
-    /// Blocks moved between a thread's slot and the shared list at once; 0 turns the per-thread
-    /// caches off (every call then uses the shared lock-free list).
-    std::uint32_t magazine_size = 32;
-  };
+  using Options = BlockPoolOptions;
 
   /// Creates a pool; `num_blocks` must be in 1..kMaxBlocks and magazine_size <= kMaxMagazine.
-  static Result<std::unique_ptr<BlockPool>> create(std::size_t num_blocks, Options options);
-  static Result<std::unique_ptr<BlockPool>> create(std::size_t num_blocks) {
+  static Result<std::unique_ptr<BasicBlockPool>> create(std::size_t num_blocks, Options options);
+  static Result<std::unique_ptr<BasicBlockPool>> create(std::size_t num_blocks) {
     return create(num_blocks, Options{});
   }
   /// Same checks as create(); throws std::invalid_argument with the same message on bad input.
-  explicit BlockPool(std::size_t num_blocks, Options options);
-  explicit BlockPool(std::size_t num_blocks) : BlockPool(num_blocks, Options{}) {}
-  ~BlockPool();
+  explicit BasicBlockPool(std::size_t num_blocks, Options options);
+  explicit BasicBlockPool(std::size_t num_blocks) : BasicBlockPool(num_blocks, Options{}) {}
+  ~BasicBlockPool();
 
-  BlockPool(const BlockPool&) = delete;
-  BlockPool& operator=(const BlockPool&) = delete;
+  BasicBlockPool(const BasicBlockPool&) = delete;
+  BasicBlockPool& operator=(const BasicBlockPool&) = delete;
 
   /// Thread-safe, wait-free.
   std::size_t capacity() const noexcept { return capacity_; }
   std::uint32_t magazine_size() const noexcept { return magazine_; }
 
-  /// Free blocks (shared list + all slots). Thread-safe, lock-free (reads one word per slot in use);
-  /// exact whenever no call is in flight, otherwise a value some interleaving could produce ±
+  /// Free blocks (shared list + all slots). Thread-safe, lock-free (reads one word per slot in
+  /// use); exact whenever no call is in flight, otherwise a value some interleaving could produce ±
   /// blocks in transit.
   std::size_t free_count() const noexcept;
   std::size_t used_count() const noexcept { return capacity_ - free_count(); }
@@ -139,29 +147,28 @@ class BlockPool {
   static constexpr std::size_t kLine = 128;  // two lines: adjacent-line prefetch shares pairs
 
   struct BlockMeta {
-    std::atomic<std::uint32_t> refs{0};     // reference count; 0 = free
-    std::atomic<std::uint32_t> next{kNil};  // shared-list link, meaningful only while on the list
+    Atom<std::uint32_t> refs{0};     // reference count; 0 = free
+    Atom<std::uint32_t> next{kNil};  // shared-list link, meaningful only while on the list
   };
-  static_assert(sizeof(BlockMeta) == 8, "one block's metadata is two 32-bit words");
   static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
                 "the shared list head {index, tag} is one lock-free 64-bit word");
 
   struct alignas(kLine) Slot {
-    std::atomic<std::uint32_t> lock{0};         // 0 free, 1 held; acquire/release pairs
-    std::atomic<std::uint32_t> count{0};        // ids in items[]; written under lock
-    std::atomic<std::uint64_t> acquired{0};     // stats, written under lock (load+store)
-    std::atomic<std::uint64_t> released{0};     // stats, written under lock (load+store)
-    std::uint32_t items[2 * kMaxMagazine];      // guarded by lock
+    Atom<std::uint32_t> lock{0};            // 0 free, 1 held; acquire/release pairs
+    Atom<std::uint32_t> count{0};           // ids in items[]; written under lock
+    Atom<std::uint64_t> acquired{0};        // stats, written under lock (load+store)
+    Atom<std::uint64_t> released{0};        // stats, written under lock (load+store)
+    std::uint32_t items[2 * kMaxMagazine];  // guarded by lock
   };
 
   struct alignas(kLine) Shared {
-    std::atomic<std::uint64_t> head{kNil};      // {index low 32, tag high 32}
-    std::atomic<std::int64_t> count{0};         // list length; updated after each head CAS
+    Atom<std::uint64_t> head{kNil};  // {index low 32, tag high 32}
+    Atom<std::int64_t> count{0};     // list length; updated after each head CAS
   };
-  struct alignas(kLine) Overflow {              // stats of threads without a slot
-    std::atomic<std::uint64_t> acquired{0};
-    std::atomic<std::uint64_t> released{0};
+  struct alignas(kLine) Overflow {  // stats of threads without a slot
+    Atom<std::uint64_t> acquired{0};
+    Atom<std::uint64_t> released{0};
   };
 
   static std::uint64_t pack(std::uint32_t index, std::uint32_t tag) noexcept {
@@ -176,9 +183,10 @@ class BlockPool {
   void lock(Slot& s) noexcept;
   static void unlock(Slot& s) noexcept;
 
-  // Shared list. pop_chain takes up to n blocks (exact: exactly n or none) in one CAS and appends
-  // them to `out`; returns how many it took, or with exact and fewer present, 0 and *seen = how
-  // many a consistent snapshot held.
+  // Shared list. pop_chain takes up to n blocks (exact: exactly n or none) in one CAS and writes
+  // them to out[0..r), r = its return value; with exact and fewer present it returns 0 and sets
+  // *seen = how many a consistent snapshot held. It may scribble on out[0..n) even when it
+  // returns 0 (failed attempts walk the list into it): trust only the first r entries.
   std::size_t pop_chain(std::size_t n, bool exact, std::uint32_t* out, std::size_t* seen) noexcept;
   // Links ids[0..n) and pushes them with one CAS.
   void push_chain(const std::uint32_t* ids, std::size_t n) noexcept;
@@ -199,5 +207,8 @@ class BlockPool {
   Shared shared_;
   Overflow overflow_;
 };
+
+using BlockPool = BasicBlockPool<std::atomic>;
+extern template class BasicBlockPool<std::atomic>;  // instantiated once, in src/block_pool.cpp
 
 }  // namespace pkv

@@ -79,12 +79,10 @@ class PagedKvCache {
   /// All four must be non-zero, num_blocks <= BlockPool::kMaxBlocks, and the byte sizes must fit
   /// size_t; otherwise Errc::invalid_argument.
   static Result<std::unique_ptr<PagedKvCache>> create(std::size_t num_blocks,
-                                                      std::size_t block_size,
-                                                      std::size_t num_heads, std::size_t head_dim,
-                                                      Options options);
+                                                      std::size_t block_size, std::size_t num_heads,
+                                                      std::size_t head_dim, Options options);
   static Result<std::unique_ptr<PagedKvCache>> create(std::size_t num_blocks,
-                                                      std::size_t block_size,
-                                                      std::size_t num_heads,
+                                                      std::size_t block_size, std::size_t num_heads,
                                                       std::size_t head_dim) {
     return create(num_blocks, block_size, num_heads, head_dim, Options{});
   }

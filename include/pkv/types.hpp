@@ -3,10 +3,13 @@
 // Contract
 //   Everything here is a plain value type: copyable, not synchronised, safe to use from any thread
 //   as long as one object is not written by one thread while another reads it. Names, texts and
-//   printed forms follow the seed (`PagedKvCache` in Rust) so existing callers and tests carry over:
+//   printed forms follow the seed (`PagedKvCache` in Rust) so existing callers and tests carry
+//   over:
 //     SeqId   prints S<n>      BlockId prints B<n>
-//     Error   texts "Out of memory: requested {r} blocks, {a} available", "Sequence not found: S{n}",
-//             "Block not found: B{n}", "Invalid operation: {msg}", and (new) "Invalid argument: {msg}"
+//     Error   texts "Out of memory: requested {r} blocks, {a} available", "Sequence not found:
+//     S{n}",
+//             "Block not found: B{n}", "Invalid operation: {msg}", and (new) "Invalid argument:
+//             {msg}"
 //
 //   Result<T> is a small std::expected stand-in (C++20 has none): has_value(), explicit bool,
 //   value(), error(). Calling value() on an error, or error() on a value, is a programming error
@@ -193,12 +196,12 @@ struct TokenRun {
 /// A snapshot of one sequence, copied out of the cache (later calls do not change it).
 struct SequenceInfo {
   SeqId seq_id;
-  std::size_t num_tokens = 0;           ///< tokens kept (after StreamingLLM: sink + window + new)
-  std::vector<BlockId> block_ids;       ///< the block table, in order
-  std::uint64_t last_access = 0;        ///< logical clock; larger = more recent (exact order)
-  std::uint64_t access_count = 0;       ///< LFU count: allocate/fork set 1, each append adds 1
-  std::uint32_t priority = 0;           ///< set_priority; lower is evicted first under Priority
-  std::vector<TokenRun> token_runs;     ///< where each kept token sits (see TokenRun)
+  std::size_t num_tokens = 0;        ///< tokens kept (after StreamingLLM: sink + window + new)
+  std::vector<BlockId> block_ids;    ///< the block table, in order
+  std::uint64_t last_access = 0;     ///< logical clock; larger = more recent (exact order)
+  std::uint64_t access_count = 0;    ///< LFU count: allocate/fork set 1, each append adds 1
+  std::uint32_t priority = 0;        ///< set_priority; lower is evicted first under Priority
+  std::vector<TokenRun> token_runs;  ///< where each kept token sits (see TokenRun)
 
   std::size_t num_blocks() const noexcept { return block_ids.size(); }
   /// Slot (index into the block table's token slots) of kept token `i`; i < num_tokens.

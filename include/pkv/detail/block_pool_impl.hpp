@@ -1,0 +1,550 @@
+// pkv/detail/block_pool_impl.hpp — BasicBlockPool's definitions (internal).
+//
+// Included by src/block_pool.cpp, which instantiates BasicBlockPool<std::atomic> once for the
+// library, and by the deterministic-schedule tests, which instantiate it with their own atomic.
+// The contract is in pkv/block_pool.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pkv/block_pool.hpp"
+#include "pkv/detail/thread_index.hpp"
+
+// Mutations for checking that the checks can fail (meson -Dmutation=...; never in a real build).
+#if defined(PKV_MUTATION_ABA)
+#define PKV_TAG_STEP 0u  // the shared list's ABA tag never changes
+#else
+#define PKV_TAG_STEP 1u
+#endif
+
+namespace pkv {
+
+namespace detail {
+
+inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size) {
+  if (num_blocks == 0) return Error::invalid_argument("num_blocks must be at least 1");
+  if (num_blocks > kPoolMaxBlocks)
+    return Error::invalid_argument("num_blocks " + std::to_string(num_blocks) +
+                                   " exceeds the 32-bit block id space (max " +
+                                   std::to_string(kPoolMaxBlocks) + ")");
+  if (magazine_size > kPoolMaxMagazine)
+    return Error::invalid_argument("magazine_size " + std::to_string(magazine_size) + " exceeds " +
+                                   std::to_string(kPoolMaxMagazine));
+  return std::nullopt;
+}
+
+// Scratch buffer for chains; one per thread, reused so the hot path does not allocate.
+inline std::vector<std::uint32_t>& scratch(std::size_t n) {
+  thread_local std::vector<std::uint32_t> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+}  // namespace detail
+
+template <template <class> class Atom>
+Result<std::unique_ptr<BasicBlockPool<Atom>>> BasicBlockPool<Atom>::create(std::size_t num_blocks,
+                                                                           Options options) {
+  if (auto e = detail::pool_config_error(num_blocks, options.magazine_size)) return *e;
+  return std::make_unique<BasicBlockPool>(num_blocks, options);
+}
+
+template <template <class> class Atom>
+BasicBlockPool<Atom>::BasicBlockPool(std::size_t num_blocks, Options options)
+    : capacity_(num_blocks), magazine_(options.magazine_size) {
+  if (auto e = detail::pool_config_error(num_blocks, options.magazine_size))
+    throw std::invalid_argument(e->message());
+  meta_ = std::make_unique<BlockMeta[]>(capacity_);
+  // The shared list starts as 0 -> 1 -> ... -> n-1, so a fresh pool hands out B0, B1, ...
+  for (std::size_t i = 0; i < capacity_; ++i) {
+    meta_[i].next.store(i + 1 < capacity_ ? static_cast<std::uint32_t>(i + 1) : kNil,
+                        std::memory_order_relaxed);
+  }
+  shared_.count.store(static_cast<std::int64_t>(capacity_), std::memory_order_relaxed);
+  shared_.head.store(pack(0, 0), std::memory_order_relaxed);
+  if (magazine_ > 0) slots_ = std::make_unique<Slot[]>(kMaxCachedThreads);
+}
+
+template <template <class> class Atom>
+BasicBlockPool<Atom>::~BasicBlockPool() = default;
+
+template <template <class> class Atom>
+typename BasicBlockPool<Atom>::Slot* BasicBlockPool<Atom>::my_slot() noexcept {
+  if (!slots_) return nullptr;
+  std::uint32_t i = detail::thread_index();
+  return i < kMaxCachedThreads ? &slots_[i] : nullptr;
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::lock(Slot& s) noexcept {
+  unsigned spins = 0;
+  // acquire: pairs with the release in unlock(); the holder's writes to items/count are visible.
+  while (s.lock.exchange(1, std::memory_order_acquire) != 0) {
+    // Test before test-and-set: spin on a shared read, not on an RMW that bounces the line.
+    while (s.lock.load(std::memory_order_relaxed) != 0) detail::spin_pause(spins);
+  }
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::unlock(Slot& s) noexcept {
+  s.lock.store(0, std::memory_order_release);  // publishes items/count to the next holder
+}
+
+// ---- shared lock-free list -------------------------------------------------------------------
+
+template <template <class> class Atom>
+std::size_t BasicBlockPool<Atom>::pop_chain(std::size_t n, bool exact, std::uint32_t* out,
+                                            std::size_t* seen) noexcept {
+  // acquire: the `next` links of listed blocks were stored before the release CAS that pushed
+  // them; every later head change is an RMW, so this load synchronises with all those pushes.
+  std::uint64_t h = shared_.head.load(std::memory_order_acquire);
+  for (;;) {
+    std::size_t len = 0;
+    std::uint32_t cur = index_of(h);
+    // The walk may read links of blocks that another thread popped meanwhile (the values are
+    // then stale but always a valid index or kNil); the CAS below fails in that case because
+    // every head change bumps the tag.
+    while (cur != kNil && len < n) {
+      out[len++] = cur;
+      cur = meta_[cur].next.load(std::memory_order_relaxed);  // link read; validated by the CAS
+    }
+    if (len < n && exact) {
+      // Unchanged head (tag included) => no push or pop happened since `h` was read, so the list
+      // held exactly `len` blocks at that instant.
+      std::uint64_t h2 = shared_.head.load(std::memory_order_acquire);
+      if (h2 == h) {
+        if (seen != nullptr) *seen = len;
+        return 0;
+      }
+      h = h2;
+      continue;
+    }
+    if (len == 0) return 0;  // list was empty when `h` was read
+    // acq_rel on success: continues the release sequence of earlier pushes for later poppers;
+    // acquire on failure: the reloaded head's links must be visible for the next walk.
+    if (shared_.head.compare_exchange_weak(h, pack(cur, tag_of(h) + PKV_TAG_STEP),
+                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
+      shared_.count.fetch_sub(static_cast<std::int64_t>(len), std::memory_order_relaxed);
+      return len;
+    }
+  }
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::push_chain(const std::uint32_t* ids, std::size_t n) noexcept {
+  if (n == 0) return;
+  for (std::size_t i = 0; i + 1 < n; ++i) {
+    meta_[ids[i]].next.store(ids[i + 1], std::memory_order_relaxed);  // published by the CAS
+  }
+  std::uint64_t h = shared_.head.load(std::memory_order_relaxed);
+  do {
+    meta_[ids[n - 1]].next.store(index_of(h), std::memory_order_relaxed);  // published by the CAS
+    // release: makes the link stores above visible to whoever pops these blocks.
+  } while (!shared_.head.compare_exchange_weak(h, pack(ids[0], tag_of(h) + PKV_TAG_STEP),
+                                               std::memory_order_release,
+                                               std::memory_order_relaxed));
+  shared_.count.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::take_all_shared(std::vector<std::uint32_t>& out) noexcept {
+  std::uint64_t h = shared_.head.load(std::memory_order_acquire);
+  do {
+    if (index_of(h) == kNil) return;
+    // acq_rel: we take ownership of every listed block and must see their links (acquire).
+  } while (!shared_.head.compare_exchange_weak(h, pack(kNil, tag_of(h) + PKV_TAG_STEP),
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire));
+  std::size_t n = 0;
+  // Ours now: links are stable. Bounded by capacity so a corrupted list (only possible in the
+  // ABA mutation build) ends in a failed check instead of a hang.
+  for (std::uint32_t cur = index_of(h); cur != kNil && n < capacity_;
+       cur = meta_[cur].next.load(std::memory_order_relaxed)) {
+    out.push_back(cur);
+    ++n;
+  }
+  shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+}
+
+// ---- statistics --------------------------------------------------------------------------------
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::count_acquired(Slot* s, std::size_t n) noexcept {
+  if (s != nullptr) {
+    // Written only under the slot lock: load+store, no RMW; readers sum relaxed.
+    s->acquired.store(s->acquired.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  } else {
+    overflow_.acquired.fetch_add(n, std::memory_order_relaxed);  // shared by slot-less threads
+  }
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::count_released(Slot* s, std::size_t n) noexcept {
+  if (s != nullptr) {
+    s->released.store(s->released.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  } else {
+    overflow_.released.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
+template <template <class> class Atom>
+std::size_t BasicBlockPool<Atom>::free_count() const noexcept {
+  std::int64_t c = shared_.count.load(std::memory_order_relaxed);
+  if (slots_) {
+    // Slots at or above the high-water mark were never used by any thread: their count is 0.
+    std::size_t used = std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
+    for (std::size_t i = 0; i < used; ++i) {
+      c += slots_[i].count.load(std::memory_order_relaxed);
+    }
+  }
+  if (c < 0) return 0;
+  return std::min(static_cast<std::size_t>(c), capacity_);
+}
+
+template <template <class> class Atom>
+std::uint64_t BasicBlockPool<Atom>::total_acquired() const noexcept {
+  std::uint64_t t = overflow_.acquired.load(std::memory_order_relaxed);
+  if (slots_) {
+    for (std::size_t i = 0; i < kMaxCachedThreads; ++i)
+      t += slots_[i].acquired.load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+template <template <class> class Atom>
+std::uint64_t BasicBlockPool<Atom>::total_released() const noexcept {
+  std::uint64_t t = overflow_.released.load(std::memory_order_relaxed);
+  if (slots_) {
+    for (std::size_t i = 0; i < kMaxCachedThreads; ++i)
+      t += slots_[i].released.load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+template <template <class> class Atom>
+std::uint32_t BasicBlockPool<Atom>::ref_count(BlockId id) const noexcept {
+  if (id.value >= capacity_) return 0;
+  return meta_[id.value].refs.load(std::memory_order_relaxed);
+}
+
+// ---- acquire -------------------------------------------------------------------------------
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::hand_out(const std::uint32_t* ids, std::size_t n,
+                                    std::vector<BlockId>& out) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    assert(meta_[ids[i]].refs.load(std::memory_order_relaxed) == 0 && "free block has refs");
+    // relaxed: the caller publishes the id to other threads through its own synchronisation.
+    meta_[ids[i]].refs.store(1, std::memory_order_relaxed);
+    out.push_back(BlockId{ids[i]});
+  }
+}
+
+template <template <class> class Atom>
+Result<BlockId> BasicBlockPool<Atom>::acquire() {
+  std::uint32_t id = kNil;
+  if (Slot* s = my_slot()) {
+    lock(*s);
+    std::uint32_t c = s->count.load(std::memory_order_relaxed);
+    if (c == 0) {
+      // Refill a magazine from the shared list with one CAS; reversed so pops go in list order.
+      std::uint32_t tmp[kMaxMagazine];
+      std::size_t got = pop_chain(magazine_, false, tmp, nullptr);
+      for (std::size_t j = 0; j < got; ++j) s->items[j] = tmp[got - 1 - j];
+      c = static_cast<std::uint32_t>(got);
+    }
+    if (c > 0) {
+      id = s->items[--c];
+      s->count.store(c, std::memory_order_relaxed);
+      count_acquired(s, 1);
+    } else {
+      s->count.store(0, std::memory_order_relaxed);
+    }
+    unlock(*s);
+  } else {
+    // pop_chain writes candidates into its output while it walks, also on attempts whose CAS
+    // fails: only its return value says whether `got` holds a block.
+    std::uint32_t got = kNil;
+    if (pop_chain(1, false, &got, nullptr) == 1) {
+      id = got;
+      count_acquired(nullptr, 1);
+    }
+  }
+  if (id != kNil) {
+    assert(meta_[id].refs.load(std::memory_order_relaxed) == 0);
+    meta_[id].refs.store(1, std::memory_order_relaxed);  // published by the caller
+    return BlockId{id};
+  }
+  std::vector<BlockId> one;
+  one.reserve(1);
+  Result<void> r = acquire_slow(1, one);
+  if (!r) return r.error();
+  return one.front();
+}
+
+template <template <class> class Atom>
+Result<void> BasicBlockPool<Atom>::acquire(std::size_t k, std::vector<BlockId>& out) {
+  if (k == 0) return {};
+  if (k > capacity_) return Error::out_of_memory(k, free_count());
+  out.reserve(out.size() + k);
+  if (Slot* s = my_slot()) {
+    lock(*s);
+    std::uint32_t c = s->count.load(std::memory_order_relaxed);
+    if (c >= k) {
+      // Take the top k of this thread's magazine, newest last (ids come out in pop order).
+      std::uint32_t* top = s->items + (c - k);
+      std::reverse(top, top + k);
+      hand_out(top, k, out);
+      s->count.store(c - static_cast<std::uint32_t>(k), std::memory_order_relaxed);
+      count_acquired(s, k);
+      unlock(*s);
+      return {};
+    }
+    // Take the rest from the shared list in one CAS, plus a magazine to refill the slot.
+    std::size_t need = k - c;
+    std::vector<std::uint32_t>& tmp = detail::scratch(need + magazine_);
+    std::size_t got = pop_chain(need + magazine_, false, tmp.data(), nullptr);
+    if (got >= need) {
+      // Slot blocks first (in pop order), then the chain; the chain's surplus refills the slot.
+      std::reverse(s->items, s->items + c);
+      hand_out(s->items, c, out);
+      hand_out(tmp.data(), need, out);
+      std::size_t extra = got - need;
+      for (std::size_t j = 0; j < extra; ++j) s->items[j] = tmp[got - 1 - j];
+      s->count.store(static_cast<std::uint32_t>(extra), std::memory_order_relaxed);
+      count_acquired(s, k);
+      unlock(*s);
+      return {};
+    }
+    push_chain(tmp.data(), got);  // not enough here: give back and take the slow path
+    unlock(*s);
+  } else {
+    std::vector<std::uint32_t>& tmp = detail::scratch(k);
+    std::size_t seen = 0;
+    if (pop_chain(k, true, tmp.data(), &seen) == k) {
+      hand_out(tmp.data(), k, out);
+      count_acquired(nullptr, k);
+      return {};
+    }
+    // Without magazines the shared list is every free block: the snapshot is the answer.
+    if (!slots_) return Error::out_of_memory(k, seen);
+  }
+  return acquire_slow(k, out);
+}
+
+template <template <class> class Atom>
+Result<void> BasicBlockPool<Atom>::acquire_slow(std::size_t k, std::vector<BlockId>& out) {
+  if (!slots_) {
+    std::vector<std::uint32_t>& tmp = detail::scratch(k);
+    std::size_t seen = 0;
+    if (pop_chain(k, true, tmp.data(), &seen) == k) {
+      hand_out(tmp.data(), k, out);
+      count_acquired(nullptr, k);
+      return {};
+    }
+    return Error::out_of_memory(k, seen);
+  }
+  // Freeze every magazine in use (index order: two slow paths cannot deadlock; fast paths never
+  // wait while holding their own lock), then take the whole shared list with one CAS. Slots at
+  // or above the thread-index high-water mark belong to no thread that ever existed, so they are
+  // empty; if the mark rose meanwhile (a new thread), freeze its slots too and take the list
+  // again. At the last take the free blocks are exactly the list plus the frozen magazines: that
+  // CAS is the linearization point, and nothing free is stranded outside the view.
+  std::size_t locked = 0;
+  std::vector<std::uint32_t> list;
+  for (;;) {
+    const std::size_t hw =
+        std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
+    for (; locked < hw; ++locked) lock(slots_[locked]);
+    take_all_shared(list);
+    if (std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water()) == locked)
+      break;
+  }
+  std::size_t total = list.size();
+  for (std::size_t i = 0; i < locked; ++i) total += slots_[i].count.load(std::memory_order_relaxed);
+
+  Result<void> result;
+  if (total < k) {
+    push_chain(list.data(), list.size());
+    result = Error::out_of_memory(k, total);
+  } else {
+    std::size_t from_list = std::min(k, list.size());
+    hand_out(list.data(), from_list, out);
+    push_chain(list.data() + from_list, list.size() - from_list);
+    std::size_t need = k - from_list;
+    Slot* mine = my_slot();
+    // Own magazine first, then the others in index order (all frozen by us).
+    auto take_from = [&](Slot& s) {
+      std::uint32_t c = s.count.load(std::memory_order_relaxed);
+      std::uint32_t take = static_cast<std::uint32_t>(std::min<std::size_t>(c, need));
+      std::uint32_t* top = s.items + (c - take);
+      std::reverse(top, top + take);
+      hand_out(top, take, out);
+      s.count.store(c - take, std::memory_order_relaxed);
+      need -= take;
+    };
+    if (mine != nullptr && need > 0) take_from(*mine);
+    for (std::size_t i = 0; i < locked && need > 0; ++i)
+      if (&slots_[i] != mine) take_from(slots_[i]);
+    assert(need == 0);
+    count_acquired(mine, k);  // mine is locked by us (or null: overflow counter)
+  }
+  for (std::size_t i = locked; i-- > 0;) unlock(slots_[i]);
+  return result;
+}
+
+// ---- retain / release --------------------------------------------------------------------------
+
+template <template <class> class Atom>
+Result<void> BasicBlockPool<Atom>::retain(BlockId id) {
+  if (id.value >= capacity_) return Error::block_not_found(id);
+  Atom<std::uint32_t>& refs = meta_[id.value].refs;
+  std::uint32_t r = refs.load(std::memory_order_relaxed);
+  do {
+    if (r == 0) return Error::block_not_found(id);  // free: nobody may add a reference
+    if (r == 0xFFFFFFFFu)
+      return Error::invalid_operation("reference count of " + to_string(id) + " would overflow");
+    // relaxed: the caller holds a reference already; adding one publishes nothing.
+  } while (!refs.compare_exchange_weak(r, r + 1, std::memory_order_relaxed));
+  return {};
+}
+
+template <template <class> class Atom>
+Result<void> BasicBlockPool<Atom>::retain(std::span<const BlockId> ids) {
+  for (BlockId id : ids) {
+    if (id.value >= capacity_ || meta_[id.value].refs.load(std::memory_order_relaxed) == 0)
+      return Error::block_not_found(id);
+  }
+  for (BlockId id : ids) {
+    // relaxed: the caller holds a reference to each block (checked above).
+    meta_[id.value].refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  return {};
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::put_free(const std::uint32_t* ids, std::size_t n) noexcept {
+  if (n == 0) return;
+  Slot* s = my_slot();
+  if (s == nullptr) {
+    push_chain(ids, n);
+    count_released(nullptr, n);
+    return;
+  }
+  lock(*s);
+  std::uint32_t c = s->count.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (c == 2 * magazine_) {
+      // Full: move the older half to the shared list in one CAS; keep the recently freed half.
+      push_chain(s->items, magazine_);
+      std::memmove(s->items, s->items + magazine_, magazine_ * sizeof(std::uint32_t));
+      c = magazine_;
+    }
+    s->items[c++] = ids[i];
+  }
+  s->count.store(c, std::memory_order_relaxed);
+  count_released(s, n);
+  unlock(*s);
+}
+
+template <template <class> class Atom>
+Result<bool> BasicBlockPool<Atom>::release(BlockId id) {
+  if (id.value >= capacity_) return Error::block_not_found(id);
+  Atom<std::uint32_t>& refs = meta_[id.value].refs;
+  std::uint32_t r = refs.load(std::memory_order_relaxed);
+  do {
+    if (r == 0) return Error::block_not_found(id);
+    // acq_rel: the thread that drops the last reference sees every holder's earlier writes.
+  } while (
+      !refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
+  if (r != 1) return false;
+  put_free(&id.value, 1);
+  return true;
+}
+
+template <template <class> class Atom>
+Result<std::size_t> BasicBlockPool<Atom>::release(std::span<const BlockId> ids) {
+  std::vector<std::uint32_t>& freed = detail::scratch(ids.size());
+  std::size_t n = 0;
+  std::optional<Error> bad;
+  for (BlockId id : ids) {
+    if (id.value >= capacity_) {
+      if (!bad) bad = Error::block_not_found(id);
+      continue;
+    }
+    Atom<std::uint32_t>& refs = meta_[id.value].refs;
+    std::uint32_t r = refs.load(std::memory_order_relaxed);
+    bool dropped = false;
+    while (r != 0) {
+      // acq_rel: as in release(BlockId).
+      if (refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed)) {
+        dropped = true;
+        break;
+      }
+    }
+    if (!dropped) {
+      if (!bad) bad = Error::block_not_found(id);
+      continue;
+    }
+    if (r == 1) freed[n++] = id.value;
+  }
+  put_free(freed.data(), n);
+  if (bad) return *bad;
+  return n;
+}
+
+// ---- validation ----------------------------------------------------------------------------
+
+template <template <class> class Atom>
+std::string BasicBlockPool<Atom>::validate_unsafe() const {
+  std::vector<std::uint8_t> seen(capacity_, 0);
+  std::size_t free_total = 0;
+  auto mark = [&](std::uint32_t id, const char* where) -> std::string {
+    if (id >= capacity_) return std::string("id out of range in ") + where;
+    if (seen[id]) return "B" + std::to_string(id) + " is free twice (" + where + ")";
+    seen[id] = 1;
+    if (meta_[id].refs.load(std::memory_order_relaxed) != 0)
+      return "B" + std::to_string(id) + " is free but has references (" + where + ")";
+    ++free_total;
+    return {};
+  };
+  std::size_t listed = 0;
+  for (std::uint32_t cur = index_of(shared_.head.load(std::memory_order_relaxed)); cur != kNil;
+       cur = meta_[cur].next.load(std::memory_order_relaxed)) {
+    if (std::string e = mark(cur, "shared list"); !e.empty()) return e;
+    if (++listed > capacity_) return "shared list has a cycle";
+  }
+  if (static_cast<std::int64_t>(listed) != shared_.count.load(std::memory_order_relaxed))
+    return "shared list length " + std::to_string(listed) + " != its count " +
+           std::to_string(shared_.count.load(std::memory_order_relaxed));
+  if (slots_) {
+    for (std::size_t i = 0; i < kMaxCachedThreads; ++i) {
+      const Slot& s = slots_[i];
+      std::uint32_t c = s.count.load(std::memory_order_relaxed);
+      if (c > 2 * magazine_) return "slot " + std::to_string(i) + " over capacity";
+      for (std::uint32_t j = 0; j < c; ++j)
+        if (std::string e = mark(s.items[j], "magazine"); !e.empty()) return e;
+    }
+  }
+  std::size_t referenced = 0;
+  for (std::size_t i = 0; i < capacity_; ++i) {
+    std::uint32_t r = meta_[i].refs.load(std::memory_order_relaxed);
+    if (r == 0 && !seen[i]) return "B" + std::to_string(i) + " is lost: no references, not free";
+    if (r > 0) ++referenced;
+  }
+  if (free_total + referenced != capacity_) return "free + referenced != capacity";
+  if (free_total != free_count()) return "free_count() disagrees with the free structures";
+  if (total_acquired() - total_released() != referenced)
+    return "acquired - released (" + std::to_string(total_acquired() - total_released()) +
+           ") != referenced blocks (" + std::to_string(referenced) + ")";
+  return {};
+}
+
+}  // namespace pkv
