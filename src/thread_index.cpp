@@ -39,6 +39,9 @@ struct Holder {
     }
   }
   ~Holder() {
+    // Calls later in this thread's exit path (other thread_local destructors) get an index no
+    // slot has: they take the shared, slot-less paths instead of re-registering.
+    t_thread_index = kExitingThreadIndex;
     Registry& r = registry();
     std::lock_guard<std::mutex> g(r.mu);
     r.returned.push(index);
@@ -49,8 +52,10 @@ struct Holder {
 
 }  // namespace
 
-std::uint32_t thread_index() noexcept {
+std::uint32_t register_thread() noexcept {
+  // The holder's destructor gives the index back at thread exit.
   thread_local Holder holder;
+  t_thread_index = holder.index;
   return holder.index;
 }
 

@@ -195,6 +195,9 @@ class BasicBlockPool {
 
   // Puts freed ids into this thread's slot (flushing batches to the shared list) or the list.
   void put_free(const std::uint32_t* ids, std::size_t n) noexcept;
+  // Drops one reference: 1 if it was the last (block now free to list), 0 if not, -1 if the
+  // count was already 0.
+  int drop_ref(std::uint32_t id) noexcept;
   Result<void> acquire_slow(std::size_t k, std::vector<BlockId>& out);
   void hand_out(const std::uint32_t* ids, std::size_t n, std::vector<BlockId>& out) noexcept;
   void count_acquired(Slot* s, std::size_t n) noexcept;

@@ -131,6 +131,9 @@ class PagedKvCache {
   /// of the last block. If the last block has free slots but is shared (after fork), the sequence
   /// first moves to a fresh private block and the CopyOp {shared, fresh} is returned: the caller
   /// copies the block's KV data before writing. At most one CopyOp per call. All or nothing.
+  /// The copy's source keeps its data while some other sequence holds it (this sequence's
+  /// reference is dropped before append returns, as in vLLM): perform the copy before freeing or
+  /// evicting the last other holder (e.g. the sibling beams of the same request).
   /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
 

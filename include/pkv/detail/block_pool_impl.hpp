@@ -454,16 +454,31 @@ void BasicBlockPool<Atom>::put_free(const std::uint32_t* ids, std::size_t n) noe
 }
 
 template <template <class> class Atom>
+int BasicBlockPool<Atom>::drop_ref(std::uint32_t id) noexcept {
+  Atom<std::uint32_t>& refs = meta_[id].refs;
+  // acquire: if this is the last reference, the earlier holders' acq_rel drops happened before.
+  std::uint32_t r = refs.load(std::memory_order_acquire);
+  if (r == 1) {
+    // Sole holder: adding a reference needs one, so no other thread can change the count now;
+    // a plain store frees it (saves an RMW on the common free path).
+    refs.store(0, std::memory_order_relaxed);
+    return 1;
+  }
+  while (r != 0) {
+    // acq_rel: the thread that drops the last reference sees every holder's earlier writes.
+    if (refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel,
+                                   std::memory_order_acquire))
+      return r == 1 ? 1 : 0;
+  }
+  return -1;  // count 0: not referenced
+}
+
+template <template <class> class Atom>
 Result<bool> BasicBlockPool<Atom>::release(BlockId id) {
   if (id.value >= capacity_) return Error::block_not_found(id);
-  Atom<std::uint32_t>& refs = meta_[id.value].refs;
-  std::uint32_t r = refs.load(std::memory_order_relaxed);
-  do {
-    if (r == 0) return Error::block_not_found(id);
-    // acq_rel: the thread that drops the last reference sees every holder's earlier writes.
-  } while (
-      !refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel, std::memory_order_relaxed));
-  if (r != 1) return false;
+  int d = drop_ref(id.value);
+  if (d < 0) return Error::block_not_found(id);
+  if (d == 0) return false;
   put_free(&id.value, 1);
   return true;
 }
@@ -474,26 +489,12 @@ Result<std::size_t> BasicBlockPool<Atom>::release(std::span<const BlockId> ids) 
   std::size_t n = 0;
   std::optional<Error> bad;
   for (BlockId id : ids) {
-    if (id.value >= capacity_) {
+    int d = id.value < capacity_ ? drop_ref(id.value) : -1;
+    if (d < 0) {
       if (!bad) bad = Error::block_not_found(id);
-      continue;
+    } else if (d == 1) {
+      freed[n++] = id.value;
     }
-    Atom<std::uint32_t>& refs = meta_[id.value].refs;
-    std::uint32_t r = refs.load(std::memory_order_relaxed);
-    bool dropped = false;
-    while (r != 0) {
-      // acq_rel: as in release(BlockId).
-      if (refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel,
-                                     std::memory_order_relaxed)) {
-        dropped = true;
-        break;
-      }
-    }
-    if (!dropped) {
-      if (!bad) bad = Error::block_not_found(id);
-      continue;
-    }
-    if (r == 1) freed[n++] = id.value;
   }
   put_free(freed.data(), n);
   if (bad) return *bad;
