@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every pkv test: the whole meson suite in a release build, under ThreadSanitizer (g++) and
-# under AddressSanitizer + UndefinedBehaviorSanitizer; ends with one summary line
-# "total: N passed, N failed". Installs missing Debian packages first. Usage: scripts/test.sh
+# Runs every pkv test: the whole meson suite in a release build, under ThreadSanitizer with g++
+# and with clang, and under AddressSanitizer + UndefinedBehaviorSanitizer; then the mutation
+# check (planted defects must be caught). Ends with one summary line
+# "total: N passed, N failed, N skipped". Installs missing Debian packages first.
+# Usage: scripts/test.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
@@ -38,7 +40,17 @@ run_build build-release -Dbuildtype=release
 run_build build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dbench=false
 run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
   -Dbench=false
+CXX=clang++ run_build build-tsan-clang -Dbuildtype=debugoptimized -Db_sanitize=thread \
+  -Db_lundef=false -Dbench=false -Dsim=false
+
+echo "=== mutation check: planted defects must make the checks fail"
+if bash scripts/mutation-check.sh; then
+  mutation="1 passed, 0 failed"
+else
+  mutation="0 passed, 1 failed"; status=1
+fi
 
 echo "=== summary (GoogleTest cases and other meson tests, all builds)"
+echo "  mutation check: $mutation"
 python3 scripts/summarize-tests.py "${logs[@]}" || status=1
 exit $status

@@ -239,7 +239,6 @@ TEST(CacheMt, mt_random_mixed_operations_conserve_blocks) {
   const std::size_t blocks = 400, bs = 4;
   for (int round = 0; round < 5; ++round) {
     PagedKvCache c(blocks, bs, 1, 1);
-    std::atomic<bool> stop{false};
     std::atomic<std::uint64_t> ops{0};
     run_threads(kThreads, [&](unsigned t) {
       std::mt19937_64 rng(round * 100 + t);
