@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "pkv/detail/block_pool_impl.hpp"
 #include "pkv/detail/thread_index.hpp"
 
 namespace pkv {
@@ -35,7 +36,7 @@ struct Key {
 
 std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size,
                                   std::size_t num_heads, std::size_t head_dim,
-                                  std::size_t* block_bytes) {
+                                  const PagedKvCache::Options& options, std::size_t* block_bytes) {
   if (num_blocks == 0) return Error::invalid_argument("num_blocks must be at least 1");
   if (block_size == 0) return Error::invalid_argument("block_size must be at least 1");
   if (num_heads == 0) return Error::invalid_argument("num_heads must be at least 1");
@@ -51,14 +52,14 @@ std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size
           "block_size x num_heads x head_dim x num_blocks overflows the memory size");
     bytes *= f;
   }
+  if (auto e = detail::pool_config_error(num_blocks, options.pool.magazine_size)) return e;
   *block_bytes = bytes / num_blocks;
   return std::nullopt;
 }
 
 }  // namespace
 
-// ---- internal state
-// ------------------------------------------------------------------------------
+// ---- internal state ----
 
 struct PagedKvCache::Entry {
   std::vector<BlockId> blocks;
@@ -67,7 +68,9 @@ struct PagedKvCache::Entry {
   std::uint64_t last_access = 0;
   std::uint64_t access_count = 0;
   std::uint32_t priority = 0;
-  bool streamed = false;  // StreamingLLM left dead slots in some block (validate_unsafe)
+  std::uint32_t pins = 0;        // pin() count; pinned entries are not in the victim index
+  bool streamed = false;         // StreamingLLM left dead slots in some block (validate_unsafe)
+  std::vector<BlockId> pending;  // copy-on-write sources still held (Options::hold_copy_sources)
 
   std::uint64_t next_slot() const noexcept {
     return runs.empty() ? 0 : runs.back().slot + runs.back().length;
@@ -100,13 +103,14 @@ struct alignas(kLine) PagedKvCache::Shard {
     return Key{primary, e.last_access, seq.value};
   }
 
-  // Re-keys an entry after `mutate` changed it (node reuse: no allocation).
+  // Re-keys an entry after `mutate` changed it (node reuse: no allocation). Pinned entries are
+  // not in the index.
   template <class F>
   void update(SeqId seq, Entry& e, F&& mutate) {
     Key old_key = key_of(seq, e);
     mutate(e);
     Key new_key = key_of(seq, e);
-    if (new_key == old_key) return;
+    if (new_key == old_key || e.pins > 0) return;
     auto node = index.extract(old_key);
     assert(!node.empty());
     node.value() = new_key;
@@ -154,17 +158,15 @@ void PagedKvCache::note_peak() noexcept {
   }
 }
 
-// ---- construction and configuration -------------------------------------------------------------
+// ---- construction and configuration ----
 
 Result<std::unique_ptr<PagedKvCache>> PagedKvCache::create(std::size_t num_blocks,
                                                            std::size_t block_size,
                                                            std::size_t num_heads,
                                                            std::size_t head_dim, Options options) {
   std::size_t bytes = 0;
-  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, &bytes)) return *e;
-  if (options.pool.magazine_size > BlockPool::kMaxMagazine)
-    return Error::invalid_argument("magazine_size exceeds " +
-                                   std::to_string(BlockPool::kMaxMagazine));
+  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, options, &bytes))
+    return *e;
   return std::make_unique<PagedKvCache>(num_blocks, block_size, num_heads, head_dim, options);
 }
 
@@ -175,9 +177,10 @@ PagedKvCache::PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::
       num_heads_(num_heads),
       head_dim_(head_dim),
       block_bytes_(0) {
-  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, &block_bytes_))
+  if (auto e = config_error(num_blocks, block_size, num_heads, head_dim, options, &block_bytes_))
     throw std::invalid_argument(e->message());
-  pool_ = std::make_unique<BlockPool>(num_blocks, options.pool);  // throws on a bad magazine size
+  pool_ = std::make_unique<BlockPool>(num_blocks, options.pool);
+  hold_copy_sources_ = options.hold_copy_sources;
   impl_ = std::make_unique<Impl>();
 }
 
@@ -197,7 +200,8 @@ Result<void> PagedKvCache::set_eviction_strategy(const EvictionStrategy& s) {
     std::lock_guard<std::mutex> g(sh.mu);
     sh.kind = s.kind();
     sh.index.clear();
-    for (const auto& [seq, e] : sh.map) sh.index.insert(sh.key_of(seq, e));
+    for (const auto& [seq, e] : sh.map)
+      if (e.pins == 0) sh.index.insert(sh.key_of(seq, e));
   }
   return {};
 }
@@ -226,8 +230,43 @@ Result<void> PagedKvCache::set_priority(SeqId seq, std::uint32_t priority) {
   return {};
 }
 
-// ---- figures
-// -------------------------------------------------------------------------------------
+Result<void> PagedKvCache::pin(SeqId seq) {
+  Shard& sh = shard_of(seq);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.map.find(seq);
+  if (it == sh.map.end()) return Error::sequence_not_found(seq);
+  Entry& e = it->second;
+  if (e.pins == std::numeric_limits<std::uint32_t>::max())
+    return Error::invalid_operation("Sequence " + to_string(seq) + " is pinned too often");
+  if (e.pins++ == 0) sh.index.erase(sh.key_of(seq, e));  // out of the victims' reach
+  return {};
+}
+
+Result<void> PagedKvCache::unpin(SeqId seq) {
+  Shard& sh = shard_of(seq);
+  std::lock_guard<std::mutex> g(sh.mu);
+  auto it = sh.map.find(seq);
+  if (it == sh.map.end()) return Error::sequence_not_found(seq);
+  Entry& e = it->second;
+  if (e.pins == 0) return Error::invalid_operation("Sequence " + to_string(seq) + " is not pinned");
+  if (--e.pins == 0) sh.index.insert(sh.key_of(seq, e));
+  return {};
+}
+
+Result<std::size_t> PagedKvCache::copy_done(SeqId seq) {
+  Shard& sh = shard_of(seq);
+  std::vector<BlockId> pending;
+  {
+    std::lock_guard<std::mutex> g(sh.mu);
+    auto it = sh.map.find(seq);
+    if (it == sh.map.end()) return Error::sequence_not_found(seq);
+    pending.swap(it->second.pending);
+  }
+  (void)pool_->release(std::span<const BlockId>(pending));
+  return pending.size();
+}
+
+// ---- figures ----
 
 std::size_t PagedKvCache::free_block_count() const noexcept {
   return pool_->free_count();
@@ -262,8 +301,7 @@ CacheStats PagedKvCache::stats() const noexcept {
   return s;
 }
 
-// ---- sequences
-// -----------------------------------------------------------------------------------
+// ---- sequences ----
 
 Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
   const std::size_t nb = num_tokens / block_size_ + (num_tokens % block_size_ != 0 ? 1 : 0);
@@ -326,6 +364,7 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
           unshared = e.blocks.back();
           copy = CopyOp{unshared, got[i]};
           e.blocks.back() = got[i++];
+          if (hold_copy_sources_) e.pending.push_back(unshared);  // our reference moves here
         }
         e.blocks.insert(e.blocks.end(), got.begin() + static_cast<std::ptrdiff_t>(i), got.end());
       }
@@ -342,8 +381,9 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
       x.access_count += 1;
     });
   }
-  // Drop our reference to the block we copied away from (outside the shard lock).
-  if (copy) (void)pool_->release(unshared);
+  // Drop our reference to the block we copied away from (outside the shard lock), unless the
+  // caller asked to hold it until copy_done().
+  if (copy && !hold_copy_sources_) (void)pool_->release(unshared);
   if (took) note_peak();
   return copy;
 }
@@ -355,8 +395,9 @@ Result<void> PagedKvCache::free(SeqId seq) {
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.map.find(seq);
     if (it == sh.map.end()) return Error::sequence_not_found(seq);
-    sh.index.erase(sh.key_of(seq, it->second));
+    if (it->second.pins == 0) sh.index.erase(sh.key_of(seq, it->second));
     blocks = std::move(it->second.blocks);
+    blocks.insert(blocks.end(), it->second.pending.begin(), it->second.pending.end());
     sh.map.erase(it);
     sh.size.store(sh.map.size(), std::memory_order_relaxed);
   }
@@ -430,8 +471,7 @@ std::vector<SeqId> PagedKvCache::sequence_ids() const {
   return ids;
 }
 
-// ---- eviction
-// ------------------------------------------------------------------------------------
+// ---- eviction ----
 
 namespace {
 // Best (smallest key) of the shard heads. Caller holds strategy_mu shared.
@@ -467,9 +507,11 @@ Result<SeqId> PagedKvCache::evict() {
       Shard& sh = shard_of(victim);
       std::lock_guard<std::mutex> g(sh.mu);
       auto it = sh.map.find(victim);
-      if (it == sh.map.end()) continue;  // freed by another thread meanwhile: choose again
+      // Freed (or pinned) by another thread meanwhile: choose again.
+      if (it == sh.map.end() || it->second.pins > 0) continue;
       sh.index.erase(sh.key_of(victim, it->second));
       blocks = std::move(it->second.blocks);
+      blocks.insert(blocks.end(), it->second.pending.begin(), it->second.pending.end());
       sh.map.erase(it);
       sh.size.store(sh.map.size(), std::memory_order_relaxed);
     }
@@ -562,8 +604,7 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
   return evicted;
 }
 
-// ---- validation and printing
-// ---------------------------------------------------------------------
+// ---- validation and printing ----
 
 std::string PagedKvCache::validate_unsafe() const {
   if (std::string e = pool_->validate_unsafe(); !e.empty()) return "pool: " + e;
@@ -574,10 +615,14 @@ std::string PagedKvCache::validate_unsafe() const {
   std::unordered_map<std::uint32_t, std::vector<Holder>> holders;
   for (std::size_t s = 0; s < kShards; ++s) {
     const Shard& sh = impl_->shards[s];
-    if (sh.index.size() != sh.map.size() || sh.size.load() != sh.map.size())
+    std::size_t unpinned = 0;
+    for (const auto& kv : sh.map) unpinned += kv.second.pins == 0 ? 1 : 0;
+    if (sh.index.size() != unpinned || sh.size.load() != sh.map.size())
       return "shard " + std::to_string(s) + ": index/size disagree with the map";
     for (const auto& [seq, e] : sh.map) {
-      if (!sh.index.contains(sh.key_of(seq, e))) return to_string(seq) + " missing from index";
+      if (e.pins == 0 && !sh.index.contains(sh.key_of(seq, e)))
+        return to_string(seq) + " missing from index";
+      for (BlockId b : e.pending) holders[b.value].push_back(Holder{0, true});
       if (&shard_of(seq) != &sh) return to_string(seq) + " is in the wrong shard";
       std::uint64_t tokens = 0;
       std::vector<std::uint8_t> used(e.blocks.size(), 0);

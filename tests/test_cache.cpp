@@ -685,4 +685,89 @@ TEST(Cache, st_custom_pool_options) {
   EXPECT_THROW(PagedKvCache(8, 4, 1, 1, o), std::invalid_argument);
 }
 
+// ---- pinning and held copy sources ------------------------------------------------------------
+
+TEST(Cache, st_pinned_sequences_are_never_victims) {
+  PagedKvCache c(100, 4, 1, 1);
+  for (std::uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(c.allocate(S(i), 4));
+  ASSERT_TRUE(c.pin(S(1)));
+  ASSERT_TRUE(c.pin(S(1)));  // pins nest
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+  ASSERT_TRUE(c.append(S(1), 1));  // a pinned sequence works normally
+  EXPECT_EQ(c.evict().value(), S(2));
+  EXPECT_EQ(c.evict().value(), S(3));
+  auto none = c.evict();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().message(), "Invalid operation: No sequences to evict");
+  EXPECT_TRUE(c.evict_to_threshold(0.0).value().empty());
+  ASSERT_TRUE(c.unpin(S(1)));
+  EXPECT_FALSE(c.select_eviction_target()) << "still pinned once";
+  ASSERT_TRUE(c.unpin(S(1)));
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  auto extra = c.unpin(S(1));
+  ASSERT_FALSE(extra);
+  EXPECT_EQ(extra.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(extra.error().message(), "Invalid operation: Sequence S1 is not pinned");
+  EXPECT_EQ(c.pin(S(9)).error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(c.unpin(S(9)).error().code(), Errc::sequence_not_found);
+  // Pinned sequences can still be freed by their owner; strategy changes keep pins.
+  ASSERT_TRUE(c.pin(S(1)));
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::longest_first()));
+  EXPECT_FALSE(c.select_eviction_target());
+  EXPECT_VALID(c);
+  ASSERT_TRUE(c.free(S(1)));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_held_copy_source_until_copy_done) {
+  PagedKvCache::Options o;
+  o.hold_copy_sources = true;
+  PagedKvCache c(10, 4, 1, 1, o);
+  ASSERT_TRUE(c.allocate(S(1), 2));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  const BlockId x = c.get_sequence(S(1))->block_ids[0];
+  auto r = c.append(S(2), 1);
+  ASSERT_TRUE(r && r.value());
+  EXPECT_EQ(r.value()->src, x);
+  EXPECT_EQ(c.pool().ref_count(x), 2u) << "S2 still holds the source it must copy";
+  EXPECT_VALID(c);
+  // S1 frees meanwhile: the source survives for S2's copy.
+  ASSERT_TRUE(c.free(S(1)));
+  EXPECT_EQ(c.pool().ref_count(x), 1u);
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_EQ(c.copy_done(S(2)).value(), 1u);
+  EXPECT_EQ(c.pool().ref_count(x), 0u);
+  EXPECT_EQ(c.used_block_count(), 1u);
+  EXPECT_EQ(c.copy_done(S(2)).value(), 0u);
+  EXPECT_EQ(c.copy_done(S(7)).error().code(), Errc::sequence_not_found);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_held_copy_source_makes_the_sibling_copy_too_and_free_releases_it) {
+  PagedKvCache::Options o;
+  o.hold_copy_sources = true;
+  PagedKvCache c(10, 4, 1, 1, o);
+  ASSERT_TRUE(c.allocate(S(1), 2));
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  ASSERT_TRUE(c.append(S(2), 1).value());
+  // Before copy_done the source is still shared: S1 copies instead of writing under the copy.
+  auto r1 = c.append(S(1), 1);
+  ASSERT_TRUE(r1);
+  EXPECT_TRUE(r1.value());
+  EXPECT_VALID(c);
+  // free and evict release held sources with the table.
+  ASSERT_TRUE(c.free(S(2)));
+  EXPECT_EQ(c.evict().value(), S(1));
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_VALID(c);
+  // Without the option copy_done is a no-op.
+  PagedKvCache plain(4, 4, 1, 1);
+  ASSERT_TRUE(plain.allocate(S(1), 2));
+  ASSERT_TRUE(plain.fork(S(1), S(2)));
+  ASSERT_TRUE(plain.append(S(2), 1).value());
+  EXPECT_EQ(plain.copy_done(S(2)).value(), 0u);
+  EXPECT_FALSE(plain.append(S(1), 1).value()) << "vLLM semantics: the last holder writes in place";
+}
+
 }  // namespace

@@ -9,6 +9,7 @@
 #include <latch>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <pkv/pkv.hpp>
 #include <random>
 #include <set>
@@ -322,6 +323,85 @@ TEST(CacheMt, mt_strategy_changes_during_eviction) {
   stop.store(true);
   changer.join();
   EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+TEST(CacheMt, mt_pinned_writers_survive_concurrent_eviction) {
+  // Writers pin their sequence while writing cookies; evictors run evict() all the time. With
+  // pins, no block a writer is writing can be evicted and reused: every cookie reads back.
+  const std::size_t bs = 4, blocks = 600;
+  PagedKvCache c(blocks, bs, 1, 1);
+  Arena arena(blocks, bs);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> evictions{0};
+  std::thread evictor([&] {
+    while (!stop.load()) {
+      if (c.evict()) evictions.fetch_add(1);
+      std::this_thread::yield();
+    }
+  });
+  run_threads(kThreads - 1, [&](unsigned t) {
+    std::mt19937 rng(t);
+    for (std::uint64_t i = 0; i < 150; ++i) {
+      SeqId s{seq_base(t) + i};
+      if (!c.allocate(s, 1 + rng() % 10)) continue;
+      if (!c.pin(s)) continue;  // evicted between allocate and pin: fine, skip it
+      auto info = *c.get_sequence(s);
+      for (std::uint64_t k = 0; k < info.num_tokens; ++k)
+        arena.write(info, k, Arena::cookie(s.value, k));
+      for (int step = 0; step < 6; ++step) {
+        ASSERT_TRUE(c.append(s, 1)) << "a pinned sequence vanished";
+        info = *c.get_sequence(s);
+        arena.write(info, info.num_tokens - 1, Arena::cookie(s.value, info.num_tokens - 1));
+      }
+      info = *c.get_sequence(s);
+      for (std::uint64_t k = 0; k < info.num_tokens; ++k)
+        ASSERT_EQ(arena.read(info, k), Arena::cookie(s.value, k)) << s << " token " << k;
+      ASSERT_TRUE(c.unpin(s));
+    }
+  });
+  stop.store(true);
+  evictor.join();
+  EXPECT_EQ(c.validate_unsafe(), "");
+  EXPECT_EQ(c.stats().total_evictions, evictions.load());
+}
+
+TEST(CacheMt, mt_held_copy_source_survives_concurrent_free_and_reuse) {
+  // The copy source stays intact until copy_done even if every other holder frees it and
+  // other threads allocate and write blocks meanwhile.
+  for (int round = 0; round < 200; ++round) {
+    PagedKvCache::Options o;
+    o.hold_copy_sources = true;
+    PagedKvCache c(8, 4, 1, 1, o);
+    Arena arena(8, 4);
+    ASSERT_TRUE(c.allocate(SeqId{1}, 1));
+    arena.write(*c.get_sequence(SeqId{1}), 0, Arena::cookie(1, 0));
+    ASSERT_TRUE(c.fork(SeqId{1}, SeqId{2}));
+    std::latch appended(1);
+    std::optional<pkv::CopyOp> op;
+    std::thread copier([&] {
+      auto r = c.append(SeqId{2}, 1);
+      ASSERT_TRUE(r && r.value());
+      op = r.value();
+      appended.count_down();
+      std::this_thread::yield();  // the copy runs late
+      arena.copy(*op);
+      ASSERT_TRUE(c.copy_done(SeqId{2}));
+    });
+    std::thread churn([&] {
+      appended.wait();
+      ASSERT_TRUE(c.free(SeqId{1}));
+      for (std::uint64_t i = 10; i < 16; ++i) {
+        if (!c.allocate(SeqId{i}, 4)) break;
+        auto info = *c.get_sequence(SeqId{i});
+        for (std::uint64_t k = 0; k < 4; ++k) arena.write(info, k, Arena::cookie(i, k));
+      }
+    });
+    copier.join();
+    churn.join();
+    auto info = *c.get_sequence(SeqId{2});
+    ASSERT_EQ(arena.read(info, 0), Arena::cookie(1, 0)) << "round " << round;
+    EXPECT_EQ(c.validate_unsafe(), "");
+  }
 }
 
 }  // namespace

@@ -130,7 +130,9 @@ class BasicBlockPool {
   /// were released; PagedKvCache never passes such ids.
   Result<std::size_t> release(std::span<const BlockId> ids);
 
-  /// The block's reference count; 0 for a free block or an id out of range. Thread-safe.
+  /// The block's reference count; 0 for a free block or an id out of range. Thread-safe; an
+  /// acquire load, so a caller that reads 1 (sole holder) is ordered after the other holders'
+  /// releases and may write the block in place.
   std::uint32_t ref_count(BlockId id) const noexcept;
 
   /// Blocks handed out / returned since construction. Striped per slot; exact when quiescent.

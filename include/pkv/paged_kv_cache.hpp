@@ -38,6 +38,7 @@
 //   needs_eviction, num_sequences, stats. Shard-locking methods: allocate, append, free, fork,
 //   get_sequence, set_priority, apply_streaming_llm. Shard-scanning methods (one shard lock at a
 //   time): select_eviction_target, evict, evict_to_threshold, sequence_ids, operator<<.
+//   pin, unpin and copy_done lock the sequence's shard.
 //
 // Memory ordering
 //   A sequence's table is read and written only under its shard mutex, which orders block-table
@@ -72,6 +73,11 @@ class PagedKvCache {
 
   struct Options {
     BlockPool::Options pool{};
+    /// false (default, as vLLM): append() drops the sequence's reference to a copy-on-write
+    /// source at once. true: the sequence keeps it until copy_done(seq) (or free / evict), so the
+    /// source's data stays intact while the caller copies, whatever other threads free meanwhile;
+    /// other holders appending before then copy too instead of writing in place.
+    bool hold_copy_sources = false;
   };
 
   /// Creates a cache of `num_blocks` blocks of `block_size` tokens; num_heads and head_dim size the
@@ -97,7 +103,7 @@ class PagedKvCache {
   PagedKvCache(const PagedKvCache&) = delete;
   PagedKvCache& operator=(const PagedKvCache&) = delete;
 
-  // ---- configuration -------------------------------------------------------------------------
+  // ---- configuration ----
   /// Replaces the strategy (default LRU) and rebuilds the victim indexes. Priority(0) and
   /// StreamingLLM(0, 0) are rejected (Errc::invalid_argument). Thread-safe; excludes evict.
   Result<void> set_eviction_strategy(const EvictionStrategy& strategy);
@@ -108,7 +114,20 @@ class PagedKvCache {
   /// Sets a sequence's priority (lower is evicted first under Priority). Takes shard lock.
   Result<void> set_priority(SeqId seq, std::uint32_t priority);
 
-  // ---- sizes and figures (lock-free) ----------------------------------------------------------
+  // ---- pinning and copy completion (take the sequence's shard lock) ----
+  /// Pins `seq`: evict / evict_to_threshold / select_eviction_target never choose it until it is
+  /// unpinned as many times (pins nest). A scheduler pins the sequences it is running so that no
+  /// other thread evicts blocks it is writing. free() of a pinned sequence is still allowed.
+  /// Errors: sequence_not_found.
+  Result<void> pin(SeqId seq);
+  /// Errors: sequence_not_found; invalid_operation "Sequence S<n> is not pinned".
+  Result<void> unpin(SeqId seq);
+  /// With Options::hold_copy_sources, releases the copy-on-write sources `seq` still holds
+  /// (call it once the KV data of its CopyOps has been copied); returns how many. Without the
+  /// option it returns 0. Errors: sequence_not_found.
+  Result<std::size_t> copy_done(SeqId seq);
+
+  // ---- sizes and figures (lock-free) ----
   std::size_t block_size() const noexcept { return block_size_; }
   std::size_t total_blocks() const noexcept { return num_blocks_; }
   std::size_t free_block_count() const noexcept;
@@ -121,7 +140,7 @@ class PagedKvCache {
   std::size_t num_sequences() const noexcept;
   CacheStats stats() const noexcept;
 
-  // ---- sequences (take the sequence's shard lock) ----------------------------------------------
+  // ---- sequences (take the sequence's shard lock) ----
   /// Registers `seq` with ceil(num_tokens / block_size) blocks, all or nothing.
   /// Errors: invalid_operation "Sequence S<n> already exists"; out_of_memory; invalid_argument when
   /// the block count would not fit.
@@ -131,9 +150,10 @@ class PagedKvCache {
   /// of the last block. If the last block has free slots but is shared (after fork), the sequence
   /// first moves to a fresh private block and the CopyOp {shared, fresh} is returned: the caller
   /// copies the block's KV data before writing. At most one CopyOp per call. All or nothing.
-  /// The copy's source keeps its data while some other sequence holds it (this sequence's
-  /// reference is dropped before append returns, as in vLLM): perform the copy before freeing or
-  /// evicting the last other holder (e.g. the sibling beams of the same request).
+  /// The copy's source keeps its data while some other sequence holds it: by default this
+  /// sequence's reference is dropped before append returns (as in vLLM), so perform the copy
+  /// before freeing or evicting the last other holder; with Options::hold_copy_sources the
+  /// source stays held by this sequence until copy_done(seq).
   /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
 
@@ -150,7 +170,7 @@ class PagedKvCache {
   /// Ids of all live sequences (each shard read under its lock; unordered).
   std::vector<SeqId> sequence_ids() const;
 
-  // ---- eviction -------------------------------------------------------------------------------
+  // ---- eviction ----
   /// The sequence the strategy would evict now, or nullopt if there is none.
   std::optional<SeqId> select_eviction_target() const;
   /// Frees the strategy's victim and counts an eviction.
@@ -189,6 +209,7 @@ class PagedKvCache {
   std::size_t num_heads_;
   std::size_t head_dim_;
   std::size_t block_bytes_;
+  bool hold_copy_sources_ = false;
   std::unique_ptr<BlockPool> pool_;
   std::unique_ptr<Impl> impl_;
 };

@@ -96,7 +96,7 @@ void BasicBlockPool<Atom>::unlock(Slot& s) noexcept {
   s.lock.store(0, std::memory_order_release);  // publishes items/count to the next holder
 }
 
-// ---- shared lock-free list -------------------------------------------------------------------
+// ---- shared lock-free list ----
 
 template <template <class> class Atom>
 std::size_t BasicBlockPool<Atom>::pop_chain(std::size_t n, bool exact, std::uint32_t* out,
@@ -172,7 +172,7 @@ void BasicBlockPool<Atom>::take_all_shared(std::vector<std::uint32_t>& out) noex
   shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
 }
 
-// ---- statistics --------------------------------------------------------------------------------
+// ---- statistics ----
 
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::count_acquired(Slot* s, std::size_t n) noexcept {
@@ -230,10 +230,13 @@ std::uint64_t BasicBlockPool<Atom>::total_released() const noexcept {
 template <template <class> class Atom>
 std::uint32_t BasicBlockPool<Atom>::ref_count(BlockId id) const noexcept {
   if (id.value >= capacity_) return 0;
-  return meta_[id.value].refs.load(std::memory_order_relaxed);
+  // acquire: pairs with the acq_rel drops in release(). A caller that sees 1 and then writes the
+  // block in place (copy-on-write skipped) is ordered after everything the other holders did
+  // with the block before letting go of it.
+  return meta_[id.value].refs.load(std::memory_order_acquire);
 }
 
-// ---- acquire -------------------------------------------------------------------------------
+// ---- acquire ----
 
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::hand_out(const std::uint32_t* ids, std::size_t n,
@@ -399,7 +402,7 @@ Result<void> BasicBlockPool<Atom>::acquire_slow(std::size_t k, std::vector<Block
   return result;
 }
 
-// ---- retain / release --------------------------------------------------------------------------
+// ---- retain / release ----
 
 template <template <class> class Atom>
 Result<void> BasicBlockPool<Atom>::retain(BlockId id) {
@@ -466,8 +469,7 @@ int BasicBlockPool<Atom>::drop_ref(std::uint32_t id) noexcept {
   }
   while (r != 0) {
     // acq_rel: the thread that drops the last reference sees every holder's earlier writes.
-    if (refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel,
-                                   std::memory_order_acquire))
+    if (refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel, std::memory_order_acquire))
       return r == 1 ? 1 : 0;
   }
   return -1;  // count 0: not referenced
@@ -501,7 +503,7 @@ Result<std::size_t> BasicBlockPool<Atom>::release(std::span<const BlockId> ids) 
   return n;
 }
 
-// ---- validation ----------------------------------------------------------------------------
+// ---- validation ----
 
 template <template <class> class Atom>
 std::string BasicBlockPool<Atom>::validate_unsafe() const {
