@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <ostream>
@@ -13,6 +14,11 @@
 #include <shared_mutex>
 #include <stdexcept>
 #include <unordered_map>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <x86intrin.h>
+#endif
 
 #include "pkv/detail/block_pool_impl.hpp"
 #include "pkv/detail/thread_index.hpp"
@@ -62,6 +68,8 @@ std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size
 // ---- internal state ----
 
 struct PagedKvCache::Entry {
+  explicit Entry(SeqId s) : id(s) {}
+  SeqId id;
   std::vector<BlockId> blocks;
   std::vector<TokenRun> runs;  // empty iff num_tokens == 0
   std::uint64_t num_tokens = 0;
@@ -71,6 +79,8 @@ struct PagedKvCache::Entry {
   std::uint32_t pins = 0;        // pin() count; pinned entries are not in the victim index
   bool streamed = false;         // StreamingLLM left dead slots in some block (validate_unsafe)
   std::vector<BlockId> pending;  // copy-on-write sources still held (Options::hold_copy_sources)
+  Entry* prev = nullptr;         // recency list links (LRU / StreamingLLM index), shard-guarded
+  Entry* next = nullptr;
 
   std::uint64_t next_slot() const noexcept {
     return runs.empty() ? 0 : runs.back().slot + runs.back().length;
@@ -79,12 +89,51 @@ struct PagedKvCache::Entry {
 
 struct alignas(kLine) PagedKvCache::Shard {
   mutable std::mutex mu;
-  std::unordered_map<SeqId, Entry> map;  // guarded by mu
-  std::set<Key> index;                   // guarded by mu; one key per entry, under `kind`
+  // Entries never move (node-based map): the recency list links them in place.
+  std::unordered_map<SeqId, Entry> map;                       // guarded by mu
   EvictionStrategy::Kind kind = EvictionStrategy::Kind::lru;  // guarded by mu
   std::atomic<std::size_t> size{0};  // map.size(), written under mu, read lock-free
 
-  Key key_of(SeqId seq, const Entry& e) const noexcept {
+  // The victim index holds every unpinned entry, ordered by Key under `kind`:
+  //  * LRU and StreamingLLM: an intrusive list in last_access order. Every tick of an entry of
+  //    this shard is taken under `mu`, so ticks arrive in increasing order: insert and touch are
+  //    a push to the tail, O(1).
+  //  * LFU, LongestFirst, Priority: an ordered set of keys, O(log n) per update.
+  Entry* head = nullptr;  // least recent (list kinds)
+  Entry* tail = nullptr;
+  std::size_t listed = 0;
+  std::set<Key> index;  // (set kinds)
+
+  // The index head, published for lock-free victim scans: written under `mu` whenever the head
+  // changes, read relaxed by select/evict. Three words, so a concurrent reader may see a mix of
+  // two heads; it only uses them to pick a shard, then takes that shard's real head under `mu`.
+  // Exact whenever no call is in flight. last_access == kMax64 means "empty".
+  std::atomic<std::uint64_t> pub_primary{kMax64};
+  std::atomic<std::uint64_t> pub_access{kMax64};
+  std::atomic<std::uint64_t> pub_seq{kMax64};
+  Key published{kMax64, kMax64, kMax64};  // guarded by mu: last values stored above
+  std::uint64_t last_tick = 0;            // guarded by mu: newest timestamp in this shard
+
+  void publish() noexcept {
+    const std::optional<Key> h = index_head();
+    const Key k = h ? *h : Key{kMax64, kMax64, kMax64};
+    if (k == published) return;
+    published = k;
+    // relaxed: a hint for scanners (see above); the shard mutex orders the real data.
+    pub_primary.store(k.primary, std::memory_order_relaxed);
+    pub_access.store(k.last_access, std::memory_order_relaxed);
+    pub_seq.store(k.seq, std::memory_order_relaxed);
+  }
+  Key read_published() const noexcept {
+    return Key{pub_primary.load(std::memory_order_relaxed),
+               pub_access.load(std::memory_order_relaxed), pub_seq.load(std::memory_order_relaxed)};
+  }
+
+  bool uses_list() const noexcept {
+    return kind == EvictionStrategy::Kind::lru || kind == EvictionStrategy::Kind::streaming_llm;
+  }
+
+  Key key_of(const Entry& e) const noexcept {
     std::uint64_t primary = 0;
     switch (kind) {
       case EvictionStrategy::Kind::lru:
@@ -100,21 +149,92 @@ struct alignas(kLine) PagedKvCache::Shard {
         primary = e.priority;
         break;
     }
-    return Key{primary, e.last_access, seq.value};
+    return Key{primary, e.last_access, e.id.value};
   }
 
-  // Re-keys an entry after `mutate` changed it (node reuse: no allocation). Pinned entries are
-  // not in the index.
+  void link_tail(Entry& e) noexcept {
+    e.prev = tail;
+    e.next = nullptr;
+    (tail != nullptr ? tail->next : head) = &e;
+    tail = &e;
+    ++listed;
+  }
+  void unlink(Entry& e) noexcept {
+    (e.prev != nullptr ? e.prev->next : head) = e.next;
+    (e.next != nullptr ? e.next->prev : tail) = e.prev;
+    e.prev = e.next = nullptr;
+    --listed;
+  }
+
+  void index_insert(Entry& e) {
+    if (e.pins > 0) return;
+    if (uses_list()) {
+      assert(tail == nullptr || tail->last_access < e.last_access);
+      link_tail(e);
+    } else {
+      index.insert(key_of(e));
+    }
+    publish();
+  }
+  void index_erase(Entry& e) {
+    if (e.pins > 0) return;
+    if (uses_list()) {
+      unlink(e);
+    } else {
+      index.erase(key_of(e));
+    }
+    publish();
+  }
+  // Re-keys an entry after `mutate` changed it. Set kinds reuse the node (no allocation).
   template <class F>
-  void update(SeqId seq, Entry& e, F&& mutate) {
-    Key old_key = key_of(seq, e);
+  void update(Entry& e, F&& mutate) {
+    if (e.pins > 0) {
+      mutate(e);
+      return;
+    }
+    if (uses_list()) {
+      const std::uint64_t old = e.last_access;
+      mutate(e);
+      if (e.last_access != old) {  // touched: now the most recent of this shard
+        unlink(e);
+        link_tail(e);
+        publish();  // cheap when the head did not change
+      }
+      return;
+    }
+    Key old_key = key_of(e);
     mutate(e);
-    Key new_key = key_of(seq, e);
-    if (new_key == old_key || e.pins > 0) return;
+    Key new_key = key_of(e);
+    if (new_key == old_key) return;
     auto node = index.extract(old_key);
     assert(!node.empty());
     node.value() = new_key;
     index.insert(std::move(node));
+    publish();
+  }
+  std::optional<Key> index_head() const {
+    if (uses_list()) return head != nullptr ? std::optional<Key>(key_of(*head)) : std::nullopt;
+    return index.empty() ? std::nullopt : std::optional<Key>(*index.begin());
+  }
+  std::size_t index_size() const noexcept { return uses_list() ? listed : index.size(); }
+  bool index_contains(const Entry& e) const {
+    if (!uses_list()) return index.contains(key_of(e));
+    for (const Entry* x = head; x != nullptr; x = x->next)
+      if (x == &e) return true;
+    return false;
+  }
+  void rebuild(EvictionStrategy::Kind k) {
+    head = tail = nullptr;
+    listed = 0;
+    index.clear();
+    kind = k;
+    std::vector<Entry*> all;
+    for (auto& kv : map)
+      if (kv.second.pins == 0) all.push_back(&kv.second);
+    std::sort(all.begin(), all.end(),
+              [](const Entry* x, const Entry* y) { return x->last_access < y->last_access; });
+    for (Entry* e : all) index_insert(*e);
+    publish();
   }
 };
 
@@ -122,6 +242,22 @@ struct alignas(kLine) PagedKvCache::Stripe {
   std::atomic<std::uint64_t> evictions{0};  // relaxed counters: summed by stats()
   std::atomic<std::uint64_t> forks{0};
 };
+
+namespace {
+// The last timestamp this thread handed out (per-thread monotonicity on any clock).
+thread_local std::uint64_t t_last_tick [[gnu::tls_model("initial-exec")]] = 0;
+
+bool invariant_tsc() noexcept {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0x80000000u, &a, &b, &c, &d) == 0 || a < 0x80000007u) return false;
+  if (__get_cpuid(0x80000007u, &a, &b, &c, &d) == 0) return false;
+  return (d & (1u << 8)) != 0;  // CPUID.80000007H:EDX[8]: constant-rate, always-running TSC
+#else
+  return false;
+#endif
+}
+}  // namespace
 
 struct PagedKvCache::Impl {
   std::array<Shard, kShards> shards;
@@ -131,6 +267,8 @@ struct PagedKvCache::Impl {
   alignas(kLine) std::atomic<std::uint64_t> clock{0};
   alignas(kLine) std::atomic<std::uint64_t> peak{0};  // CAS-max, relaxed (a statistic)
   std::atomic<double> threshold{0.9};
+  const bool use_tsc = std::getenv("PKV_NO_TSC") == nullptr &&
+                       invariant_tsc();  // timestamps from the TSC, else from `clock`
   static_assert(std::atomic<double>::is_always_lock_free);
   // Excludes strategy changes (writer) from victim selection (readers). Never taken by
   // allocate / append / free / fork / get_sequence.
@@ -146,9 +284,30 @@ PagedKvCache::Stripe& PagedKvCache::my_stripe() const noexcept {
   return impl_->stripes[detail::thread_index() & (kStripes - 1)];
 }
 
-std::uint64_t PagedKvCache::tick() noexcept {
-  // relaxed: only the value's uniqueness and monotonic order matter.
-  return impl_->clock.fetch_add(1, std::memory_order_relaxed) + 1;
+std::uint64_t PagedKvCache::tick(Shard& sh) noexcept {
+  // Recency timestamps, taken under the shard lock of the sequence they stamp. Requirements:
+  // strictly increasing within a shard (the recency list relies on it: the shard's last stamp
+  // + 1 at least), within a thread (the thread's last stamp + 1 at least), and across threads
+  // in real-time order, so calls that happen one after another are ordered exactly.
+  std::uint64_t t;
+#if defined(__x86_64__)
+  if (impl_->use_tsc) {
+    // The invariant TSC is synchronised across cores (Linux keeps it as clocksource only then)
+    // and rdtscp waits for earlier instructions, so a call that happens after another (through
+    // any synchronisation, which takes far longer than TSC skew) reads a larger value. No
+    // shared cache line is written, so threads do not contend here.
+    unsigned aux = 0;
+    t = __rdtscp(&aux);
+  } else
+#endif
+  {
+    // relaxed: only the value's uniqueness and monotonic order matter.
+    t = impl_->clock.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  t = std::max({t, sh.last_tick + 1, t_last_tick + 1});
+  sh.last_tick = t;
+  t_last_tick = t;
+  return t;
 }
 
 void PagedKvCache::note_peak() noexcept {
@@ -198,10 +357,7 @@ Result<void> PagedKvCache::set_eviction_strategy(const EvictionStrategy& s) {
   impl_->strategy = s;
   for (Shard& sh : impl_->shards) {
     std::lock_guard<std::mutex> g(sh.mu);
-    sh.kind = s.kind();
-    sh.index.clear();
-    for (const auto& [seq, e] : sh.map)
-      if (e.pins == 0) sh.index.insert(sh.key_of(seq, e));
+    sh.rebuild(s.kind());
   }
   return {};
 }
@@ -226,7 +382,7 @@ Result<void> PagedKvCache::set_priority(SeqId seq, std::uint32_t priority) {
   std::lock_guard<std::mutex> g(sh.mu);
   auto it = sh.map.find(seq);
   if (it == sh.map.end()) return Error::sequence_not_found(seq);
-  sh.update(seq, it->second, [&](Entry& e) { e.priority = priority; });
+  sh.update(it->second, [&](Entry& e) { e.priority = priority; });
   return {};
 }
 
@@ -238,7 +394,8 @@ Result<void> PagedKvCache::pin(SeqId seq) {
   Entry& e = it->second;
   if (e.pins == std::numeric_limits<std::uint32_t>::max())
     return Error::invalid_operation("Sequence " + to_string(seq) + " is pinned too often");
-  if (e.pins++ == 0) sh.index.erase(sh.key_of(seq, e));  // out of the victims' reach
+  if (e.pins == 0) sh.index_erase(e);  // out of the victims' reach
+  ++e.pins;
   return {};
 }
 
@@ -249,7 +406,7 @@ Result<void> PagedKvCache::unpin(SeqId seq) {
   if (it == sh.map.end()) return Error::sequence_not_found(seq);
   Entry& e = it->second;
   if (e.pins == 0) return Error::invalid_operation("Sequence " + to_string(seq) + " is not pinned");
-  if (--e.pins == 0) sh.index.insert(sh.key_of(seq, e));
+  if (--e.pins == 0) sh.index_insert(e);
   return {};
 }
 
@@ -310,17 +467,16 @@ Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
     std::lock_guard<std::mutex> g(sh.mu);
     if (sh.map.contains(seq))
       return Error::invalid_operation("Sequence " + to_string(seq) + " already exists");
-    Entry e;
+    Entry e(seq);
     if (nb > 0) {
       if (Result<void> r = pool_->acquire(nb, e.blocks); !r) return r.error();
       e.runs.push_back(TokenRun{0, 0, num_tokens});
     }
     e.num_tokens = num_tokens;
-    e.last_access = tick();
+    e.last_access = tick(sh);
     e.access_count = 1;
-    Key k = sh.key_of(seq, e);
-    sh.map.emplace(seq, std::move(e));
-    sh.index.insert(k);
+    auto it = sh.map.emplace(seq, std::move(e)).first;
+    sh.index_insert(it->second);
     sh.size.store(sh.map.size(), std::memory_order_relaxed);
   }
   if (nb > 0) note_peak();
@@ -374,8 +530,8 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
         e.runs.back().length += num_tokens;  // appended tokens follow the last kept slot
       }
     }
-    const std::uint64_t now = tick();
-    sh.update(seq, e, [&](Entry& x) {
+    const std::uint64_t now = tick(sh);
+    sh.update(e, [&](Entry& x) {
       x.num_tokens += num_tokens;
       x.last_access = now;
       x.access_count += 1;
@@ -395,7 +551,7 @@ Result<void> PagedKvCache::free(SeqId seq) {
     std::lock_guard<std::mutex> g(sh.mu);
     auto it = sh.map.find(seq);
     if (it == sh.map.end()) return Error::sequence_not_found(seq);
-    if (it->second.pins == 0) sh.index.erase(sh.key_of(seq, it->second));
+    sh.index_erase(it->second);
     blocks = std::move(it->second.blocks);
     blocks.insert(blocks.end(), it->second.pending.begin(), it->second.pending.end());
     sh.map.erase(it);
@@ -428,17 +584,16 @@ Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
   if (it == a.map.end()) return Error::sequence_not_found(src);
   const Entry& s = it->second;
   if (Result<void> r = pool_->retain(std::span<const BlockId>(s.blocks)); !r) return r.error();
-  Entry d;
+  Entry d(dst);
   d.blocks = s.blocks;
   d.runs = s.runs;
   d.num_tokens = s.num_tokens;
   d.priority = s.priority;  // a beam or sample inherits its request's priority
   d.streamed = s.streamed;
-  d.last_access = tick();
+  d.last_access = tick(b);
   d.access_count = 1;
-  Key k = b.key_of(dst, d);
-  b.map.emplace(dst, std::move(d));
-  b.index.insert(k);
+  auto ins = b.map.emplace(dst, std::move(d)).first;
+  b.index_insert(ins->second);
   b.size.store(b.map.size(), std::memory_order_relaxed);
   my_stripe().forks.fetch_add(1, std::memory_order_relaxed);  // striped statistic
   return {};
@@ -474,52 +629,64 @@ std::vector<SeqId> PagedKvCache::sequence_ids() const {
 // ---- eviction ----
 
 namespace {
-// Best (smallest key) of the shard heads. Caller holds strategy_mu shared.
+// The shard whose published head is best (smallest key): a lock-free scan of kShards words
+// triples, no lock taken. nullptr if every shard looked empty.
 template <class Shards>
-std::optional<SeqId> best_of_heads(Shards& shards) {
-  std::optional<Key> best;
+auto* best_shard(Shards& shards) {
+  decltype(&shards[0]) best = nullptr;
+  Key best_key{};
   for (auto& sh : shards) {
-    if (sh.size.load(std::memory_order_relaxed) == 0) continue;  // cheap skip; rechecked below
-    std::lock_guard<std::mutex> g(sh.mu);
-    if (sh.index.empty()) continue;
-    const Key& k = *sh.index.begin();
-    if (!best || k < *best) best = k;
+    const Key k = sh.read_published();
+    if (k.last_access == kMax64) continue;  // empty
+    if (best == nullptr || k < best_key) {
+      best = &sh;
+      best_key = k;
+    }
   }
-  if (!best) return std::nullopt;
-  return SeqId{best->seq};
+  return best;
 }
 }  // namespace
 
 std::optional<SeqId> PagedKvCache::select_eviction_target() const {
   std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
-  return best_of_heads(impl_->shards);
+  for (;;) {
+    const Shard* sh = best_shard(impl_->shards);
+    if (sh == nullptr) return std::nullopt;
+    std::lock_guard<std::mutex> g(sh->mu);
+    if (std::optional<Key> k = sh->index_head()) return SeqId{k->seq};
+    // The shard emptied after the scan: scan again.
+  }
 }
 
 Result<SeqId> PagedKvCache::evict() {
-  for (;;) {
-    std::vector<BlockId> blocks;
-    SeqId victim;
-    {
-      std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
-      std::optional<SeqId> target = best_of_heads(impl_->shards);
-      if (!target) return Error::invalid_operation("No sequences to evict");
-      victim = *target;
-      Shard& sh = shard_of(victim);
-      std::lock_guard<std::mutex> g(sh.mu);
-      auto it = sh.map.find(victim);
-      // Freed (or pinned) by another thread meanwhile: choose again.
-      if (it == sh.map.end() || it->second.pins > 0) continue;
-      sh.index.erase(sh.key_of(victim, it->second));
-      blocks = std::move(it->second.blocks);
-      blocks.insert(blocks.end(), it->second.pending.begin(), it->second.pending.end());
-      sh.map.erase(it);
-      sh.size.store(sh.map.size(), std::memory_order_relaxed);
+  std::vector<BlockId> blocks;
+  SeqId victim;
+  {
+    std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
+    for (;;) {
+      Shard* sh = best_shard(impl_->shards);
+      if (sh == nullptr) return Error::invalid_operation("No sequences to evict");
+      std::lock_guard<std::mutex> g(sh->mu);
+      // The shard's real head, under its lock: unpinned, live, and removed by this thread only.
+      Entry* e = sh->uses_list() ? sh->head : nullptr;
+      if (!sh->uses_list()) {
+        if (sh->index.empty()) continue;  // emptied after the scan: scan again
+        e = &sh->map.find(SeqId{sh->index.begin()->seq})->second;
+      }
+      if (e == nullptr) continue;
+      victim = e->id;
+      sh->index_erase(*e);
+      blocks = std::move(e->blocks);
+      blocks.insert(blocks.end(), e->pending.begin(), e->pending.end());
+      sh->map.erase(victim);
+      sh->size.store(sh->map.size(), std::memory_order_relaxed);
+      break;
     }
-    // Removed under its shard lock by this thread alone: freed once, never by anyone else.
-    (void)pool_->release(std::span<const BlockId>(blocks));
-    my_stripe().evictions.fetch_add(1, std::memory_order_relaxed);  // striped statistic
-    return victim;
   }
+  // Removed under its shard lock by this thread alone: freed once, never by anyone else.
+  (void)pool_->release(std::span<const BlockId>(blocks));
+  my_stripe().evictions.fetch_add(1, std::memory_order_relaxed);  // striped statistic
+  return victim;
 }
 
 Result<std::vector<SeqId>> PagedKvCache::evict_to_threshold(double target) {
@@ -592,7 +759,7 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
         runs.push_back(p);
       }
     }
-    sh.update(seq, e, [&](Entry& x) {
+    sh.update(e, [&](Entry& x) {
       x.blocks = std::move(kept);
       x.runs = std::move(runs);
       x.num_tokens = keep;
@@ -617,10 +784,28 @@ std::string PagedKvCache::validate_unsafe() const {
     const Shard& sh = impl_->shards[s];
     std::size_t unpinned = 0;
     for (const auto& kv : sh.map) unpinned += kv.second.pins == 0 ? 1 : 0;
-    if (sh.index.size() != unpinned || sh.size.load() != sh.map.size())
+    if (sh.index_size() != unpinned || sh.size.load() != sh.map.size())
       return "shard " + std::to_string(s) + ": index/size disagree with the map";
+    {
+      const std::optional<Key> h = sh.index_head();
+      if (sh.read_published() != (h ? *h : Key{kMax64, kMax64, kMax64}))
+        return "shard " + std::to_string(s) + ": published head is stale";
+    }
+    if (sh.uses_list()) {
+      // One walk: sorted by recency, only unpinned entries of this shard, each once.
+      std::size_t n = 0;
+      std::uint64_t last = 0;
+      for (const Entry* x = sh.head; x != nullptr; x = x->next) {
+        auto it = sh.map.find(x->id);
+        if (it == sh.map.end() || &it->second != x || x->pins > 0 || ++n > unpinned ||
+            (n > 1 && x->last_access <= last))
+          return "shard " + std::to_string(s) + ": recency list is corrupt";
+        last = x->last_access;
+      }
+      if (n != unpinned) return "shard " + std::to_string(s) + ": recency list misses entries";
+    }
     for (const auto& [seq, e] : sh.map) {
-      if (e.pins == 0 && !sh.index.contains(sh.key_of(seq, e)))
+      if (!sh.uses_list() && e.pins == 0 && !sh.index_contains(e))
         return to_string(seq) + " missing from index";
       for (BlockId b : e.pending) holders[b.value].push_back(Holder{0, true});
       if (&shard_of(seq) != &sh) return to_string(seq) + " is in the wrong shard";

@@ -21,11 +21,14 @@
 //       locks the two shards of src and dst in address order). Blocks come from a BlockPool whose
 //       fast path touches only the calling thread's magazine (see block_pool.hpp).
 //     * Counters are striped per thread; stats() sums the stripes (exact when quiescent).
-//     * Victim selection is not a scan of every sequence: each shard keeps an ordered index of its
-//       sequences under the current strategy; the victim is the best of the shard heads (one lock
-//       per shard, O(kShards + log n)). evict() removes the victim under its shard lock, so a
-//       sequence is never freed twice and evict() never returns an id that another thread freed
-//       first (if the chosen victim vanished, it chooses again).
+//     * Victim selection is not a scan of every sequence: each shard keeps an index of its
+//       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
+//       touch; LFU / LongestFirst / Priority: an ordered set) and publishes its head in atomics.
+//       select/evict scan the kShards published heads without locking, then lock only the best
+//       shard and take its real head: O(kShards) reads + one lock. evict() removes the victim
+//       under that lock, so a sequence is never freed twice and evict() never returns an id that
+//       another thread freed first. The choice is exact when no other call is in flight; under
+//       concurrency it is the best head of a shard that looked best during the scan.
 //     * set_eviction_strategy() rebuilds the shard indexes; it excludes select/evict (a
 //       reader-writer lock that allocate/append/free/fork never take).
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
@@ -42,9 +45,10 @@
 //
 // Memory ordering
 //   A sequence's table is read and written only under its shard mutex, which orders block-table
-//   changes between threads. Reference counts are BlockPool's (acq_rel drops). The logical clock
-//   is one relaxed fetch_add on its own cache line: recency order is the clock's order, which
-//   agrees with happens-before.
+//   changes between threads. Reference counts are BlockPool's (acq_rel drops). Recency stamps
+//   come from the invariant TSC where the CPU has one (rdtscp: no shared write; its order agrees
+//   with happens-before) and otherwise from one relaxed fetch_add on its own cache line; either
+//   way they are made strictly increasing per shard and per thread.
 //
 // Defined edge cases
 //   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
@@ -68,7 +72,7 @@ namespace pkv {
 class PagedKvCache {
  public:
   /// Number of sequence-map shards (power of two).
-  static constexpr std::size_t kShards = 64;
+  static constexpr std::size_t kShards = 256;
   static_assert((kShards & (kShards - 1)) == 0, "shard count must be a power of two");
 
   struct Options {
@@ -201,7 +205,7 @@ class PagedKvCache {
 
   Shard& shard_of(SeqId seq) const noexcept;
   Stripe& my_stripe() const noexcept;
-  std::uint64_t tick() noexcept;
+  std::uint64_t tick(Shard& sh) noexcept;
   void note_peak() noexcept;
 
   std::size_t num_blocks_;
