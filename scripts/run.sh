@@ -9,7 +9,4 @@ if [ ! -f build-release/build.ninja ]; then
   meson setup build-release -Dbuildtype=release >/dev/null
 fi
 meson compile -C build-release >/dev/null
-if [ -x build-release/sim/pkv-sim ]; then
-  exec build-release/sim/pkv-sim "$@"
-fi
-exec build-release/examples/pkv-threads-demo "$@"
+exec build-release/sim/pkv-sim "$@"
