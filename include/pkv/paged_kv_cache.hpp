@@ -31,6 +31,14 @@
 //       concurrency it is the best head of a shard that looked best during the scan.
 //     * set_eviction_strategy() rebuilds the shard indexes; it excludes select/evict (a
 //       reader-writer lock that allocate/append/free/fork never take).
+//     * Blocks are released before the shard lock is dropped, so a caller that sees a sequence
+//       gone also sees its blocks free (no spurious out_of_memory after a free or an evict).
+//     * Where it is weaker than one atomic step (found by tests/model/test_linearizability.cpp):
+//       two sharers of a partly filled block that append at the same time may both copy it
+//       (never neither); evict / select_eviction_target choose among heads published by the
+//       shards, so under concurrent calls the victim may be one no sequential order would pick,
+//       and an evict racing with inserts may report "No sequences to evict". All are exact when
+//       no other call is in flight.
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
 //       operator<<) read several words without a common lock: exact whenever no call is in flight,
 //       otherwise a value within the range the concurrent calls could produce.
@@ -46,9 +54,8 @@
 // Memory ordering
 //   A sequence's table is read and written only under its shard mutex, which orders block-table
 //   changes between threads. Reference counts are BlockPool's (acq_rel drops). Recency stamps
-//   come from the invariant TSC where the CPU has one (rdtscp: no shared write; its order agrees
-//   with happens-before) and otherwise from one relaxed fetch_add on its own cache line; either
-//   way they are made strictly increasing per shard and per thread.
+//   come from one relaxed fetch_add on a cache line of its own: its order agrees with
+//   happens-before, so LRU/LFU order is exact for calls that happen one after another.
 //
 // Defined edge cases
 //   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
@@ -205,7 +212,7 @@ class PagedKvCache {
 
   Shard& shard_of(SeqId seq) const noexcept;
   Stripe& my_stripe() const noexcept;
-  std::uint64_t tick(Shard& sh) noexcept;
+  std::uint64_t tick() noexcept;
   void note_peak() noexcept;
 
   std::size_t num_blocks_;

@@ -185,7 +185,7 @@ std::string to_string(const EvictionStrategy& s);
 /// A run of consecutive token slots: tokens [first_token, first_token + length) of the sequence's
 /// kept tokens live in slots [slot, slot + length) of its block table, where slot s is offset
 /// s % block_size of block_ids[s / block_size]. A sequence that never had StreamingLLM applied has
-/// one run {0, 0, num_tokens}.
+/// one run {0, 0, num_tokens}, or none while it has no tokens.
 struct TokenRun {
   std::uint64_t first_token = 0;
   std::uint64_t slot = 0;

@@ -1,0 +1,151 @@
+// libFuzzer target: bytes -> a program of PagedKvCache calls on a small cache, each call compared
+// with the sequential reference model (tests/model/reference_model.hpp through
+// tests/model/harness.hpp), and the whole observable state (validate_unsafe(), figures, counters,
+// every sequence's blocks, slots and sharing, the KV cookie arena) checked after every call.
+// Any difference aborts with a description of the call and the difference.
+//
+// Input format (all one byte each, read until the input ends; missing bytes read as 0):
+//   config: num_blocks = 1 + b % 16, block_size = 1 + b % 5, magazine = {0,1,2,4,32,64}[b % 6]
+//           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4,
+//           head_dim = 1 + b % 8
+//   then per call: kind = b % 17 (OpKind order in harness.hpp), followed by its arguments:
+//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard); token counts b < 240
+//     ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
+//     includes -0.5, 1.5, NaN and +-inf.
+// At most 400 calls per input.
+//
+// Build: meson setup build-fuzz -Dfuzz=true (with CXX=clang++); run: see fuzz/meson.build.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+
+#include "harness.hpp"
+
+namespace {
+
+using pkv::model::CacheConfig;
+using pkv::model::Harness;
+using pkv::model::Op;
+using pkv::model::OpKind;
+
+class Bytes {
+ public:
+  Bytes(const std::uint8_t* d, std::size_t n) : d_(d), n_(n) {}
+  bool empty() const { return i_ >= n_; }
+  std::uint8_t u8() { return i_ < n_ ? d_[i_++] : 0; }
+
+  std::uint64_t seq() { return pkv::model::test_ids()[u8() % 6]; }
+  std::uint64_t tokens() {
+    constexpr std::uint64_t kHuge = std::numeric_limits<std::size_t>::max();
+    const std::uint8_t b = u8();
+    if (b < 240) return b % 24;
+    switch (b % 4) {
+      case 0:
+        return kHuge;
+      case 1:
+        return kHuge - 1;
+      case 2:
+        return std::uint64_t{1} << 40;
+      default:
+        return 1000;
+    }
+  }
+  double fraction() {
+    static constexpr double kTable[] = {0.0, 0.1,  0.25, 0.5, 0.75, 0.9,  1.0, -0.5,
+                                        1.5, 0.33, 0.6,  0.8, 0.95, 0.05, 0.4, 0.7};
+    const std::uint8_t b = u8();
+    if (b == 255) return std::numeric_limits<double>::quiet_NaN();
+    if (b == 254) return std::numeric_limits<double>::infinity();
+    if (b == 253) return -std::numeric_limits<double>::infinity();
+    return kTable[b % 16];
+  }
+
+ private:
+  const std::uint8_t* d_;
+  std::size_t n_;
+  std::size_t i_ = 0;
+};
+
+Op decode(Bytes& in) {
+  Op op;
+  op.kind = static_cast<OpKind>(in.u8() % pkv::model::kOpKinds);
+  switch (op.kind) {
+    case OpKind::allocate:
+    case OpKind::append:
+      op.seq = in.seq();
+      op.n = in.tokens();
+      break;
+    case OpKind::fork:
+      op.seq = in.seq();
+      op.seq2 = in.seq();
+      break;
+    case OpKind::free:
+    case OpKind::get_sequence:
+      op.seq = in.seq();
+      break;
+    case OpKind::evict_to_threshold:
+    case OpKind::set_threshold:
+      op.x = in.fraction();
+      break;
+    case OpKind::streaming:
+      op.seq = in.seq();
+      op.n = in.tokens();
+      op.m = in.tokens();
+      break;
+    case OpKind::set_priority: {
+      op.seq = in.seq();
+      const std::uint8_t b = in.u8();
+      op.priority = b == 255 ? std::numeric_limits<std::uint32_t>::max() : b % 5;
+      break;
+    }
+    case OpKind::set_strategy:
+      op.strategy = static_cast<std::uint8_t>(in.u8() % 5);
+      op.n = in.tokens();
+      op.m = in.tokens();
+      break;
+    case OpKind::pin:
+    case OpKind::unpin:
+    case OpKind::copy_done:
+      op.seq = in.seq();
+      break;
+    case OpKind::sequence_ids:
+    case OpKind::select_target:
+    case OpKind::evict:
+    case OpKind::display:
+      break;
+  }
+  return op;
+}
+
+[[noreturn]] void fail(const std::string& where, const std::string& what) {
+  std::fprintf(stderr, "pkv fuzz: %s: %s\n", where.c_str(), what.c_str());
+  std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  Bytes in(data, size);
+  static constexpr std::uint32_t kMagazines[] = {0, 1, 2, 4, 32, 64};
+  CacheConfig cfg;
+  cfg.num_blocks = 1 + in.u8() % 16;
+  cfg.block_size = 1 + in.u8() % 5;
+  const std::uint8_t mag = in.u8();
+  cfg.magazine_size = kMagazines[mag % 6];
+  cfg.hold_copy_sources = (mag / 6) % 2 == 1;
+  cfg.num_heads = 1 + in.u8() % 4;
+  cfg.head_dim = 1 + in.u8() % 8;
+  Harness h(cfg);
+  if (!h.init_error().empty()) fail("create", h.init_error());
+  if (std::string e = h.check(); !e.empty()) fail("initial state", e);
+  for (int step = 0; step < 400 && !in.empty(); ++step) {
+    const Op op = decode(in);
+    std::string e = h.step(op);
+    if (e.empty()) e = h.check();
+    if (!e.empty()) fail("step " + std::to_string(step) + " " + pkv::model::to_string(op), e);
+  }
+  return 0;
+}

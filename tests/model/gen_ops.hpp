@@ -1,0 +1,190 @@
+// tests/model/gen_ops.hpp — RapidCheck generators for Op programs and cache configurations.
+//
+// Small on purpose: 4..16 blocks of 1..4 tokens and four sequence ids, so that out-of-memory,
+// id collisions, shared blocks (copy-on-write), eviction and StreamingLLM happen in most
+// programs. Rare huge values reach the overflow and range checks.
+#pragma once
+
+#include <rapidcheck.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace pkv::model::gen {
+
+inline constexpr std::uint64_t kHuge = std::numeric_limits<std::size_t>::max();
+
+inline rc::Gen<CacheConfig> config() {
+  return rc::gen::apply(
+      [](std::uint64_t blocks, std::uint64_t bs, std::uint64_t heads, std::uint64_t dim,
+         std::uint32_t mag, bool hold) {
+        CacheConfig c;
+        c.hold_copy_sources = hold;
+        c.num_blocks = blocks;
+        c.block_size = bs;
+        c.num_heads = heads;
+        c.head_dim = dim;
+        c.magazine_size = mag;
+        return c;
+      },
+      rc::gen::inRange<std::uint64_t>(4, 17),
+      rc::gen::weightedOneOf<std::uint64_t>(
+          {{1, rc::gen::just<std::uint64_t>(1)}, {6, rc::gen::inRange<std::uint64_t>(2, 5)}}),
+      rc::gen::inRange<std::uint64_t>(1, 3), rc::gen::inRange<std::uint64_t>(1, 4),
+      rc::gen::elementOf(std::vector<std::uint32_t>{0, 1, 2, 4, 32, 64}),
+      rc::gen::arbitrary<bool>());
+}
+
+/// Four ids: two pairs, each pair in one shard (test_ids()).
+inline rc::Gen<std::uint64_t> seq_id() {
+  return rc::gen::map(rc::gen::inRange<std::size_t>(0, 4),
+                      [](std::size_t i) { return test_ids()[i]; });
+}
+
+inline rc::Gen<std::uint64_t> tokens() {
+  return rc::gen::weightedOneOf<std::uint64_t>(
+      {{30, rc::gen::inRange<std::uint64_t>(0, 6)},
+       {8, rc::gen::inRange<std::uint64_t>(6, 17)},
+       {1,
+        rc::gen::elementOf(std::vector<std::uint64_t>{kHuge, kHuge - 1, std::uint64_t{1} << 40})}});
+}
+
+/// Decode steps append a token or two; sometimes a chunk; rarely something absurd.
+inline rc::Gen<std::uint64_t> append_tokens() {
+  return rc::gen::weightedOneOf<std::uint64_t>(
+      {{30, rc::gen::inRange<std::uint64_t>(0, 4)},
+       {6, rc::gen::inRange<std::uint64_t>(4, 10)},
+       {1,
+        rc::gen::elementOf(std::vector<std::uint64_t>{kHuge, kHuge - 1, std::uint64_t{1} << 40})}});
+}
+
+inline rc::Gen<std::uint64_t> small() {
+  return rc::gen::weightedOneOf<std::uint64_t>(
+      {{30, rc::gen::inRange<std::uint64_t>(0, 7)},
+       {1, rc::gen::elementOf(std::vector<std::uint64_t>{kHuge, kHuge - 1})}});
+}
+
+inline rc::Gen<double> fraction() {
+  return rc::gen::weightedOneOf<double>(
+      {{12, rc::gen::map(rc::gen::inRange(0, 101), [](int v) { return v / 100.0; })},
+       {1,
+        rc::gen::elementOf(std::vector<double>{-0.5, 1.5, std::numeric_limits<double>::quiet_NaN(),
+                                               std::numeric_limits<double>::infinity(),
+                                               -std::numeric_limits<double>::infinity()})}});
+}
+
+inline Op make(OpKind k) {
+  Op o;
+  o.kind = k;
+  return o;
+}
+
+inline rc::Gen<Op> op() {
+  using K = OpKind;
+  return rc::gen::weightedOneOf<Op>({
+      {14, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n) {
+                 Op o = make(K::allocate);
+                 o.seq = s;
+                 o.n = n;
+                 return o;
+               },
+               seq_id(), tokens())},
+      {18, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n) {
+                 Op o = make(K::append);
+                 o.seq = s;
+                 o.n = n;
+                 return o;
+               },
+               seq_id(), append_tokens())},
+      {12, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t d) {
+                 Op o = make(K::fork);
+                 o.seq = s;
+                 o.seq2 = d;
+                 return o;
+               },
+               seq_id(), seq_id())},
+      {4, rc::gen::map(seq_id(),
+                       [](std::uint64_t s) {
+                         Op o = make(K::free);
+                         o.seq = s;
+                         return o;
+                       })},
+      {2, rc::gen::map(seq_id(),
+                       [](std::uint64_t s) {
+                         Op o = make(K::get_sequence);
+                         o.seq = s;
+                         return o;
+                       })},
+      {1, rc::gen::just(make(K::sequence_ids))},
+      {2, rc::gen::just(make(K::select_target))},
+      {3, rc::gen::just(make(K::evict))},
+      {1, rc::gen::map(fraction(),
+                       [](double x) {
+                         Op o = make(K::evict_to_threshold);
+                         o.x = x;
+                         return o;
+                       })},
+      {7, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t sink, std::uint64_t window) {
+                Op o = make(K::streaming);
+                o.seq = s;
+                o.n = sink;
+                o.m = window;
+                return o;
+              },
+              seq_id(), small(), small())},
+      {3, rc::gen::apply(
+              [](std::uint64_t s, std::uint32_t p) {
+                Op o = make(K::set_priority);
+                o.seq = s;
+                o.priority = p;
+                return o;
+              },
+              seq_id(),
+              rc::gen::weightedOneOf<std::uint32_t>(
+                  {{20, rc::gen::inRange<std::uint32_t>(0, 4)},
+                   {1, rc::gen::just(std::numeric_limits<std::uint32_t>::max())}}))},
+      {3, rc::gen::apply(
+              [](std::uint8_t k, std::uint64_t a, std::uint64_t b) {
+                Op o = make(K::set_strategy);
+                o.strategy = k;
+                o.n = a;
+                o.m = b;
+                return o;
+              },
+              rc::gen::inRange<std::uint8_t>(0, 5), small(), small())},
+      {2, rc::gen::map(fraction(),
+                       [](double x) {
+                         Op o = make(K::set_threshold);
+                         o.x = x;
+                         return o;
+                       })},
+      {1, rc::gen::just(make(K::display))},
+      {3, rc::gen::map(seq_id(),
+                       [](std::uint64_t s) {
+                         Op o = make(K::pin);
+                         o.seq = s;
+                         return o;
+                       })},
+      {3, rc::gen::map(seq_id(),
+                       [](std::uint64_t s) {
+                         Op o = make(K::unpin);
+                         o.seq = s;
+                         return o;
+                       })},
+      {3, rc::gen::map(seq_id(),
+                       [](std::uint64_t s) {
+                         Op o = make(K::copy_done);
+                         o.seq = s;
+                         return o;
+                       })},
+  });
+}
+
+}  // namespace pkv::model::gen

@@ -1,0 +1,541 @@
+// tests/model/harness.hpp — runs one call on a real PagedKvCache and on the ReferenceModel and
+// compares everything a caller can observe (shared by the RapidCheck tests and the fuzzer).
+//
+//   Op        one public call with its arguments (seq ids are small so collisions are frequent).
+//   Harness   owns the cache, the model and a host "KV arena": block_size slots per real block,
+//             each holding a cookie (a unique 64-bit number per written token, 0 = never written).
+//             step(op) performs the call on both, performs the returned CopyOp on the arena,
+//             writes a fresh cookie for every token a successful allocate/append added (at the
+//             slot the real cache's SequenceInfo::slot_of gives), and compares the results.
+//             check() compares the whole observable state: validate_unsafe(), every figure and
+//             counter, every live sequence (tokens, blocks, recency order, LFU count, priority,
+//             slot of every kept token), the sharing structure (model and real block ids must be in
+//             one consistent bijection, with equal reference counts) and the arena: every kept
+//             token of every live sequence must read back its own cookie.
+//   Both return "" when all agree, else a description of the first difference.
+//
+// NOT thread-safe: a Harness is driven by one thread.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "pkv/paged_kv_cache.hpp"
+#include "reference_model.hpp"
+
+namespace pkv::model {
+
+struct CacheConfig {
+  std::uint64_t num_blocks = 8;
+  std::uint64_t block_size = 2;
+  std::uint64_t num_heads = 1;
+  std::uint64_t head_dim = 1;
+  std::uint32_t magazine_size = 32;
+  bool hold_copy_sources = false;  // PagedKvCache::Options::hold_copy_sources
+};
+
+inline std::ostream& operator<<(std::ostream& os, const CacheConfig& c) {
+  return os << "CacheConfig{blocks=" << c.num_blocks << ", block_size=" << c.block_size
+            << ", heads=" << c.num_heads << ", head_dim=" << c.head_dim
+            << ", magazine=" << c.magazine_size << ", hold_copy_sources=" << c.hold_copy_sources
+            << "}";
+}
+
+enum class OpKind : std::uint8_t {
+  allocate,
+  append,
+  fork,
+  free,
+  get_sequence,
+  sequence_ids,
+  select_target,
+  evict,
+  evict_to_threshold,
+  streaming,
+  set_priority,
+  set_strategy,
+  set_threshold,
+  display,
+  pin,
+  unpin,
+  copy_done,
+};
+inline constexpr int kOpKinds = 17;
+
+struct Op {
+  OpKind kind = OpKind::get_sequence;
+  std::uint64_t seq = 0;   // the sequence (src for fork)
+  std::uint64_t seq2 = 0;  // fork dst
+  std::uint64_t n = 0;     // tokens; sink; strategy levels / sink
+  std::uint64_t m = 0;     // window; strategy window
+  std::uint32_t priority = 0;
+  std::uint8_t strategy = 0;  // EvictionStrategy::Kind as a number (taken mod 5)
+  double x = 0.0;             // thresholds
+};
+
+/// Sequence ids for tests: pairs that land in the same shard of PagedKvCache (so per-shard
+/// structures hold several sequences) and pairs in different shards. Entry 2k and 2k+1 share a
+/// shard; different k are different shards.
+inline const std::vector<std::uint64_t>& test_ids() {
+  static const std::vector<std::uint64_t> ids = [] {
+    constexpr std::uint64_t kMask = PagedKvCache::kShards - 1;
+    auto shard = [](std::uint64_t id) { return std::hash<SeqId>{}(SeqId{id}) & kMask; };
+    std::vector<std::uint64_t> out;
+    std::vector<std::uint64_t> used_shards;
+    for (std::uint64_t a = 1; out.size() < 8; ++a) {
+      if (std::find(used_shards.begin(), used_shards.end(), shard(a)) != used_shards.end())
+        continue;
+      std::uint64_t b = a + 1;
+      while (shard(b) != shard(a)) ++b;
+      used_shards.push_back(shard(a));
+      out.push_back(a);
+      out.push_back(b);
+    }
+    return out;
+  }();
+  return ids;
+}
+
+inline EvictionStrategy make_strategy(std::uint8_t kind, std::uint64_t a, std::uint64_t b) {
+  switch (kind % 5) {
+    case 0:
+      return EvictionStrategy::lru();
+    case 1:
+      return EvictionStrategy::lfu();
+    case 2:
+      return EvictionStrategy::longest_first();
+    case 3:
+      return EvictionStrategy::priority(static_cast<std::uint32_t>(a));
+    default:
+      return EvictionStrategy::streaming_llm(a, b);
+  }
+}
+
+inline std::ostream& operator<<(std::ostream& os, const Op& op) {
+  switch (op.kind) {
+    case OpKind::allocate:
+      return os << "allocate(S" << op.seq << ", " << op.n << ")";
+    case OpKind::append:
+      return os << "append(S" << op.seq << ", " << op.n << ")";
+    case OpKind::fork:
+      return os << "fork(S" << op.seq << ", S" << op.seq2 << ")";
+    case OpKind::free:
+      return os << "free(S" << op.seq << ")";
+    case OpKind::get_sequence:
+      return os << "get_sequence(S" << op.seq << ")";
+    case OpKind::sequence_ids:
+      return os << "sequence_ids()";
+    case OpKind::select_target:
+      return os << "select_eviction_target()";
+    case OpKind::evict:
+      return os << "evict()";
+    case OpKind::evict_to_threshold:
+      return os << "evict_to_threshold(" << op.x << ")";
+    case OpKind::streaming:
+      return os << "apply_streaming_llm(S" << op.seq << ", " << op.n << ", " << op.m << ")";
+    case OpKind::set_priority:
+      return os << "set_priority(S" << op.seq << ", " << op.priority << ")";
+    case OpKind::set_strategy:
+      return os << "set_eviction_strategy(" << strategy_name(make_strategy(op.strategy, op.n, op.m))
+                << ")";
+    case OpKind::set_threshold:
+      return os << "set_eviction_threshold(" << op.x << ")";
+    case OpKind::display:
+      return os << "operator<<";
+    case OpKind::pin:
+      return os << "pin(S" << op.seq << ")";
+    case OpKind::unpin:
+      return os << "unpin(S" << op.seq << ")";
+    case OpKind::copy_done:
+      return os << "copy_done(S" << op.seq << ")";
+  }
+  return os << "?";
+}
+
+inline std::string to_string(const Op& op) {
+  std::ostringstream os;
+  os << op;
+  return os.str();
+}
+
+/// How often each interesting outcome happened (to check that generators reach them).
+struct Coverage {
+  std::uint64_t steps = 0, ok = 0, copies = 0, oom = 0, not_found = 0, invalid_operation = 0,
+                invalid_argument = 0, evicted = 0, streamed = 0, forks = 0, shared_appends = 0,
+                copies_done = 0;
+};
+
+class Harness {
+ public:
+  explicit Harness(const CacheConfig& c)
+      : cfg_(c), model_(c.num_blocks, c.block_size, c.num_heads, c.head_dim, c.hold_copy_sources) {
+    PagedKvCache::Options o;
+    o.pool.magazine_size = c.magazine_size;
+    o.hold_copy_sources = c.hold_copy_sources;
+    auto r = PagedKvCache::create(c.num_blocks, c.block_size, c.num_heads, c.head_dim, o);
+    if (!r) {
+      init_error_ = "create failed: " + r.error().message();
+      return;
+    }
+    cache_ = std::move(r).value();
+    arena_.assign(c.num_blocks * c.block_size, 0);
+  }
+
+  const std::string& init_error() const { return init_error_; }
+  PagedKvCache& cache() { return *cache_; }
+  ReferenceModel& model() { return model_; }
+  const Coverage& coverage() const { return cov_; }
+
+  /// Performs `op` on both; "" when the results agree.
+  std::string step(const Op& op) {
+    ++cov_.steps;
+    const SeqId s{op.seq};
+    switch (op.kind) {
+      case OpKind::allocate: {
+        Result<void> r = cache_->allocate(s, op.n);
+        Result<void> m = model_.allocate(s, op.n);
+        if (std::string e = compare_void(r, m); !e.empty()) return e;
+        if (r) return write_new_tokens(s, 0, op.n);
+        return {};
+      }
+      case OpKind::append: {
+        std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+        if (pre && !pre->block_ids.empty() && cache_->pool().ref_count(pre->block_ids.back()) > 1)
+          ++cov_.shared_appends;
+        Result<std::optional<CopyOp>> r = cache_->append(s, op.n);
+        Result<std::optional<CopyOp>> m = model_.append(s, op.n);
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        ++cov_.ok;
+        if (r.value().has_value() != m.value().has_value())
+          return std::string("CopyOp presence: real ") + (r.value() ? "yes" : "no") + ", model " +
+                 (m.value() ? "yes" : "no");
+        if (!pre) return "append succeeded on a sequence get_sequence did not find";
+        std::optional<SequenceInfo> post = cache_->get_sequence(s);
+        if (!post) return "sequence vanished after append";
+        const std::size_t old_nb = pre->block_ids.size();
+        if (post->block_ids.size() < old_nb) return "append shrank the block table";
+        for (std::size_t i = 0; i + 1 < old_nb; ++i)
+          if (post->block_ids[i] != pre->block_ids[i]) return "append changed a full block";
+        if (const std::optional<CopyOp>& c = r.value()) {
+          ++cov_.copies;
+          if (old_nb == 0 || c->src != pre->block_ids.back())
+            return "CopyOp.src is not the old last block";
+          if (c->dst != post->block_ids[old_nb - 1])
+            return "CopyOp.dst is not the new block at the old last position";
+          if (c->dst == c->src || cache_->pool().ref_count(c->dst) != 1)
+            return "CopyOp.dst is not a fresh private block";
+          for (std::uint64_t k = 0; k < cfg_.block_size; ++k)
+            arena_[c->dst.value * cfg_.block_size + k] = arena_[c->src.value * cfg_.block_size + k];
+        } else if (old_nb > 0 && post->block_ids[old_nb - 1] != pre->block_ids.back()) {
+          return "append moved the last block without a CopyOp";
+        }
+        return write_new_tokens(s, pre->num_tokens, op.n);
+      }
+      case OpKind::fork: {
+        Result<void> r = cache_->fork(s, SeqId{op.seq2});
+        Result<void> m = model_.fork(s, SeqId{op.seq2});
+        if (std::string e = compare_void(r, m); !e.empty()) return e;
+        if (r) {
+          ++cov_.forks;
+          expected_[op.seq2] = expected_[op.seq];
+        }
+        return {};
+      }
+      case OpKind::free: {
+        Result<void> r = cache_->free(s);
+        Result<void> m = model_.free(s);
+        if (std::string e = compare_void(r, m); !e.empty()) return e;
+        if (r) expected_.erase(op.seq);
+        return {};
+      }
+      case OpKind::get_sequence: {
+        const bool real = cache_->get_sequence(s).has_value();
+        const bool mod = model_.find(s) != nullptr;
+        if (real != mod) return std::string("get_sequence presence: real ") + yn(real);
+        return {};  // contents are compared by check()
+      }
+      case OpKind::sequence_ids: {
+        std::vector<SeqId> ids = cache_->sequence_ids();
+        std::sort(ids.begin(), ids.end());
+        if (ids != model_.sequence_ids()) return "sequence_ids differ";
+        return {};
+      }
+      case OpKind::select_target: {
+        std::optional<SeqId> r = cache_->select_eviction_target();
+        std::optional<SeqId> m = model_.select_eviction_target();
+        if (r != m) return "select_eviction_target: real " + opt_seq(r) + ", model " + opt_seq(m);
+        return {};
+      }
+      case OpKind::evict: {
+        Result<SeqId> r = cache_->evict();
+        Result<SeqId> m = model_.evict();
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        ++cov_.ok;
+        ++cov_.evicted;
+        if (r.value() != m.value())
+          return "evict victim: real " + pkv::to_string(r.value()) + ", model " +
+                 pkv::to_string(m.value());
+        expected_.erase(r.value().value);
+        return {};
+      }
+      case OpKind::evict_to_threshold: {
+        Result<std::vector<SeqId>> r = cache_->evict_to_threshold(op.x);
+        Result<std::vector<SeqId>> m = model_.evict_to_threshold(op.x);
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        ++cov_.ok;
+        if (r.value() != m.value()) return "evict_to_threshold victims differ";
+        for (SeqId v : r.value()) {
+          ++cov_.evicted;
+          expected_.erase(v.value);
+        }
+        return {};
+      }
+      case OpKind::streaming: {
+        Result<std::size_t> r = cache_->apply_streaming_llm(s, op.n, op.m);
+        Result<std::size_t> m = model_.apply_streaming_llm(s, op.n, op.m);
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        ++cov_.ok;
+        if (r.value() != m.value())
+          return "apply_streaming_llm dropped " + std::to_string(r.value()) + ", model " +
+                 std::to_string(m.value());
+        if (r.value() > 0) {
+          ++cov_.streamed;
+          std::vector<std::uint64_t>& e = expected_[op.seq];
+          std::vector<std::uint64_t> kept(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(op.n));
+          kept.insert(kept.end(), e.end() - static_cast<std::ptrdiff_t>(op.m), e.end());
+          e = std::move(kept);
+        }
+        return {};
+      }
+      case OpKind::set_priority:
+        return compare_void(cache_->set_priority(s, op.priority),
+                            model_.set_priority(s, op.priority));
+      case OpKind::set_strategy: {
+        const EvictionStrategy st = make_strategy(op.strategy, op.n, op.m);
+        if (std::string e =
+                compare_void(cache_->set_eviction_strategy(st), model_.set_eviction_strategy(st));
+            !e.empty())
+          return e;
+        if (!(cache_->eviction_strategy() == model_.eviction_strategy()))
+          return "eviction_strategy() differs";
+        return {};
+      }
+      case OpKind::set_threshold:
+        return compare_void(cache_->set_eviction_threshold(op.x),
+                            model_.set_eviction_threshold(op.x));
+      case OpKind::display: {
+        std::ostringstream os;
+        os << *cache_;
+        if (os.str() != model_.display())
+          return "operator<< prints\n" + os.str() + "model prints\n" + model_.display();
+        return {};
+      }
+      case OpKind::pin:
+        return compare_void(cache_->pin(s), model_.pin(s));
+      case OpKind::unpin:
+        return compare_void(cache_->unpin(s), model_.unpin(s));
+      case OpKind::copy_done: {
+        Result<std::size_t> r = cache_->copy_done(s);
+        Result<std::size_t> m = model_.copy_done(s);
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        ++cov_.ok;
+        if (r.value() != m.value())
+          return "copy_done released " + std::to_string(r.value()) + ", model " +
+                 std::to_string(m.value());
+        cov_.copies_done += r.value();
+        return {};
+      }
+    }
+    return "unknown op";
+  }
+
+  /// Compares the whole observable state; "" when it agrees.
+  std::string check() const {
+    const PagedKvCache& c = *cache_;
+    if (std::string v = c.validate_unsafe(); !v.empty()) return "validate_unsafe: " + v;
+    if (c.block_size() != model_.block_size() || c.total_blocks() != model_.total_blocks())
+      return "sizes differ";
+    if (c.free_block_count() != model_.free_block_count())
+      return "free_block_count: real " + std::to_string(c.free_block_count()) + ", model " +
+             std::to_string(model_.free_block_count());
+    if (c.used_block_count() != model_.used_block_count()) return "used_block_count differs";
+    if (c.utilization() != model_.utilization()) return "utilization differs";
+    if (c.block_memory_bytes() != model_.block_memory_bytes() ||
+        c.total_memory_bytes() != model_.total_memory_bytes() ||
+        c.used_memory_bytes() != model_.used_memory_bytes())
+      return "memory figures differ";
+    if (c.eviction_threshold() != model_.eviction_threshold()) return "eviction_threshold differs";
+    if (c.needs_eviction() != model_.needs_eviction()) return "needs_eviction differs";
+    if (c.num_sequences() != model_.num_sequences()) return "num_sequences differs";
+    if (!(c.eviction_strategy() == model_.eviction_strategy())) return "strategy differs";
+    const CacheStats rs = c.stats(), ms = model_.stats();
+    if (!(rs == ms))
+      return "stats: real {allocs=" + std::to_string(rs.total_allocations) +
+             ", frees=" + std::to_string(rs.total_frees) +
+             ", evictions=" + std::to_string(rs.total_evictions) +
+             ", forks=" + std::to_string(rs.total_forks) +
+             ", peak=" + std::to_string(rs.peak_blocks_used) +
+             "}, model {allocs=" + std::to_string(ms.total_allocations) +
+             ", frees=" + std::to_string(ms.total_frees) +
+             ", evictions=" + std::to_string(ms.total_evictions) +
+             ", forks=" + std::to_string(ms.total_forks) +
+             ", peak=" + std::to_string(ms.peak_blocks_used) + "}";
+    std::vector<SeqId> ids = c.sequence_ids();
+    std::sort(ids.begin(), ids.end());
+    if (ids != model_.sequence_ids()) return "sequence_ids differ";
+
+    std::unordered_map<std::uint32_t, std::uint32_t> m2r, r2m;     // model <-> real block ids
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> recency;  // (model, real) last_access
+    const std::uint64_t bs = cfg_.block_size;
+    for (const auto& [id, q] : model_.sequences()) {
+      const std::string who = "S" + std::to_string(id) + ": ";
+      std::optional<SequenceInfo> info = c.get_sequence(SeqId{id});
+      if (!info) return who + "missing from the real cache";
+      if (info->seq_id != SeqId{id}) return who + "wrong seq_id in SequenceInfo";
+      if (info->num_tokens != q.num_tokens())
+        return who + "num_tokens real " + std::to_string(info->num_tokens) + ", model " +
+               std::to_string(q.num_tokens());
+      if (info->block_ids.size() != q.blocks.size())
+        return who + "num_blocks real " + std::to_string(info->block_ids.size()) + ", model " +
+               std::to_string(q.blocks.size());
+      if (info->num_blocks() != info->block_ids.size()) return who + "num_blocks() wrong";
+      recency.emplace_back(q.last_access, info->last_access);
+      if (info->access_count != q.access_count)
+        return who + "access_count real " + std::to_string(info->access_count) + ", model " +
+               std::to_string(q.access_count);
+      if (info->priority != q.priority) return who + "priority differs";
+      std::uint64_t run_total = 0;
+      for (const TokenRun& r : info->token_runs) {
+        if (r.first_token != run_total || r.length == 0) return who + "malformed token_runs";
+        run_total += r.length;
+      }
+      if (run_total != q.num_tokens()) return who + "token_runs do not cover num_tokens";
+      if (!q.streamed && q.num_tokens() > 0 &&
+          !(info->token_runs.size() == 1 && info->token_runs[0] == TokenRun{0, 0, q.num_tokens()}))
+        return who + "a never-streamed sequence must have one run {0, 0, num_tokens}";
+      for (std::uint64_t i = 0; i < q.num_tokens(); ++i) {
+        if (info->slot_of(i) != q.slots[i])
+          return who + "token " + std::to_string(i) + " in slot " +
+                 std::to_string(info->slot_of(i)) + ", model slot " + std::to_string(q.slots[i]);
+      }
+      for (std::size_t b = 0; b < q.blocks.size(); ++b) {
+        const std::uint32_t mb = q.blocks[b], rb = info->block_ids[b].value;
+        auto [it1, new1] = m2r.emplace(mb, rb);
+        auto [it2, new2] = r2m.emplace(rb, mb);
+        if (it1->second != rb || it2->second != mb)
+          return who + "block sharing differs from the model at table index " + std::to_string(b);
+        if (c.pool().ref_count(BlockId{rb}) != model_.ref_count(mb))
+          return who + "ref count of B" + std::to_string(rb) + " is " +
+                 std::to_string(c.pool().ref_count(BlockId{rb})) + ", model " +
+                 std::to_string(model_.ref_count(mb));
+      }
+      auto ex = expected_.find(id);
+      const std::size_t expected_n = ex == expected_.end() ? 0 : ex->second.size();
+      if (expected_n != q.num_tokens()) return who + "harness bookkeeping lost tokens";
+      for (std::uint64_t i = 0; i < q.num_tokens(); ++i) {
+        const std::uint64_t slot = info->slot_of(i);
+        const std::uint64_t cookie = arena_[info->block_ids[slot / bs].value * bs + slot % bs];
+        if (cookie != ex->second[i])
+          return who + "KV data of token " + std::to_string(i) + " lost (cookie " +
+                 std::to_string(cookie) + ", expected " + std::to_string(ex->second[i]) + ")";
+      }
+    }
+    // Recency values are the cache's own (a clock or TSC stamps): only their order is specified,
+    // and calls made one after another must be ordered exactly as the model orders them.
+    std::sort(recency.begin(), recency.end());
+    for (std::size_t i = 1; i < recency.size(); ++i)
+      if (!(recency[i - 1].second < recency[i].second))
+        return "last_access order differs from the order of the calls";
+    std::ostringstream os;
+    os << c;
+    if (os.str() != model_.display())
+      return "operator<< prints\n" + os.str() + "model prints\n" + model_.display();
+    return {};
+  }
+
+ private:
+  static const char* yn(bool b) { return b ? "yes" : "no"; }
+  static std::string opt_seq(std::optional<SeqId> s) { return s ? pkv::to_string(*s) : "none"; }
+
+  std::string compare_error(const Error& real, const Error& model) {
+    switch (model.code()) {
+      case Errc::out_of_memory:
+        ++cov_.oom;
+        break;
+      case Errc::sequence_not_found:
+        ++cov_.not_found;
+        break;
+      case Errc::invalid_operation:
+        ++cov_.invalid_operation;
+        break;
+      case Errc::invalid_argument:
+        ++cov_.invalid_argument;
+        break;
+      case Errc::block_not_found:
+        break;
+    }
+    if (same_error(real, model)) return {};
+    return "error: real \"" + real.message() + "\" (" + pkv::to_string(real.code()) +
+           "), model \"" + model.message() + "\" (" + pkv::to_string(model.code()) + ")";
+  }
+
+  template <class T>
+  std::string mismatch(const Result<T>& r, const Result<T>& m) {
+    return std::string("outcome: real ") +
+           (r ? std::string("success") : "\"" + r.error().message() + "\"") + ", model " +
+           (m ? std::string("success") : "\"" + m.error().message() + "\"");
+  }
+
+  std::string compare_void(const Result<void>& r, const Result<void>& m) {
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    return {};
+  }
+
+  // Writes fresh cookies for kept tokens [first, first + n) of `s` where the real cache says
+  // they live, and records them as expected.
+  std::string write_new_tokens(SeqId s, std::uint64_t first, std::uint64_t n) {
+    std::optional<SequenceInfo> info = cache_->get_sequence(s);
+    if (!info) return "sequence missing right after a successful call";
+    if (info->num_tokens != first + n) return "num_tokens is not old + appended";
+    std::vector<std::uint64_t>& e = expected_[s.value];
+    if (e.size() != first) return "harness bookkeeping out of step";
+    const std::uint64_t bs = cfg_.block_size;
+    for (std::uint64_t i = first; i < first + n; ++i) {
+      const std::uint64_t slot = info->slot_of(i);
+      if (slot / bs >= info->block_ids.size()) return "slot_of points past the block table";
+      const std::uint64_t cookie = ++next_cookie_;
+      arena_[info->block_ids[slot / bs].value * bs + slot % bs] = cookie;
+      e.push_back(cookie);
+    }
+    return {};
+  }
+
+  CacheConfig cfg_;
+  std::string init_error_;
+  std::unique_ptr<PagedKvCache> cache_;
+  ReferenceModel model_;
+  std::vector<std::uint64_t> arena_;                              // cookie per real slot
+  std::map<std::uint64_t, std::vector<std::uint64_t>> expected_;  // cookies of kept tokens
+  std::uint64_t next_cookie_ = 0;
+  Coverage cov_;
+};
+
+}  // namespace pkv::model
