@@ -2,7 +2,7 @@
 # Shows that pkv's checks can fail: builds the library with a defect planted on purpose and
 # expects the named tests to FAIL. Exits 0 only if every mutant is caught.
 #   aba: the shared free list's ABA tag never changes  -> deterministic-schedule pool test
-#   cow: append never copies a shared partly filled block -> cache unit/MT tests, model tests
+#   cow: append never copies a shared partly filled block -> cache unit/MT tests, RapidCheck model
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -36,5 +36,5 @@ check() {
 }
 
 check aba tests/dsched/test_dsched_pool
-check cow tests/test_cache tests/test_cache_mt
+check cow tests/test_cache tests/test_cache_mt tests/model/pkv-test-model-rc
 exit $caught_all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every pkv test: the whole meson suite in a release build, under ThreadSanitizer with g++
-# and with clang, and under AddressSanitizer + UndefinedBehaviorSanitizer; then the mutation
-# check (planted defects must be caught). Ends with one summary line
+# and with clang, and under AddressSanitizer + UndefinedBehaviorSanitizer; then a bounded libFuzzer
+# run (PKV_FUZZ_SECONDS, default 60) and the mutation check (planted defects must be caught). Ends with one summary line
 # "total: N passed, N failed, N skipped". Installs missing Debian packages first.
 # Usage: scripts/test.sh
 set -uo pipefail
@@ -43,6 +43,27 @@ run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -
 CXX=clang++ run_build build-tsan-clang -Dbuildtype=debugoptimized -Db_sanitize=thread \
   -Db_lundef=false -Dbench=false -Dsim=false
 
+echo "=== fuzz: libFuzzer (clang, ASan+UBSan) against the reference model, bounded time"
+fuzz_result="0 passed, 1 failed"
+if [ ! -f build-fuzz/build.ninja ]; then
+  CXX=clang++ meson setup build-fuzz -Dfuzz=true -Dtests=false -Dstress=false -Dbench=false \
+    -Dsim=false -Dbuildtype=debugoptimized -Db_ndebug=false >build-fuzz.setup.log 2>&1 ||
+    cat build-fuzz.setup.log
+fi
+if meson compile -C build-fuzz fuzz/pkv-fuzz-cache >build-fuzz.compile.log 2>&1; then
+  fuzz_corpus=$(mktemp -d)
+  if build-fuzz/fuzz/pkv-fuzz-cache "$fuzz_corpus" fuzz/corpus -max_total_time="${PKV_FUZZ_SECONDS:-60}" \
+      -max_len=512 -timeout=10 -print_final_stats=1 >build-fuzz.run.log 2>&1; then
+    fuzz_result="1 passed, 0 failed"
+  else
+    status=1
+  fi
+  grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY" build-fuzz.run.log | head -5
+  rm -rf "$fuzz_corpus"
+else
+  tail -20 build-fuzz.compile.log; status=1
+fi
+
 echo "=== mutation check: planted defects must make the checks fail"
 if bash scripts/mutation-check.sh; then
   mutation="1 passed, 0 failed"
@@ -51,6 +72,6 @@ else
 fi
 
 echo "=== summary (GoogleTest cases and other meson tests, all builds)"
-echo "  mutation check: $mutation"
-python3 scripts/summarize-tests.py "${logs[@]}" || status=1
+python3 scripts/summarize-tests.py "fuzz run=$fuzz_result" "mutation check=$mutation" \
+  "${logs[@]}" || status=1
 exit $status
