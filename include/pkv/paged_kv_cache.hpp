@@ -37,8 +37,10 @@
 //       two sharers of a partly filled block that append at the same time may both copy it
 //       (never neither); evict / select_eviction_target choose among heads published by the
 //       shards, so under concurrent calls the victim may be one no sequential order would pick,
-//       and an evict racing with inserts may report "No sequences to evict". All are exact when
-//       no other call is in flight.
+//       and an evict racing with inserts may report "No sequences to evict"; allocate / append /
+//       fork take their recency stamp and their blocks at two points, so two overlapping calls
+//       may be ordered one way by recency and the other by their effect on free blocks. All are
+//       exact when no other call is in flight.
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
 //       operator<<) read several words without a common lock: exact whenever no call is in flight,
 //       otherwise a value within the range the concurrent calls could produce.
