@@ -23,7 +23,8 @@ check() {
   fi
   local caught=()
   for t in "$@"; do
-    if ! "$dir/$t" --gtest_brief=1 >"$dir.$(basename "$t").log" 2>&1; then
+    # Bounded: a mutant may also make a test hang (a thread stuck on a broken invariant).
+    if ! timeout 300 "$dir/$t" --gtest_brief=1 >"$dir.$(basename "$t").log" 2>&1; then
       caught+=("$(basename "$t"): $(grep -m1 -E '^\[  FAILED  \] [A-Za-z]' "$dir.$(basename "$t").log" | sed 's/\[  FAILED  \] //; s/ (.*//')")
     fi
   done

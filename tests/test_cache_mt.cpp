@@ -83,7 +83,8 @@ TEST(CacheMt, mt_no_stranding_after_cross_thread_frees) {
   std::vector<std::thread> ts;
   for (unsigned t = 0; t < kThreads; ++t) {
     ts.emplace_back([&, t] {
-      for (std::uint64_t i = t; i < blocks; i += kThreads) ASSERT_TRUE(c.free(SeqId{i}));
+      // EXPECT, not ASSERT: the latch must be counted down even when a check fails.
+      for (std::uint64_t i = t; i < blocks; i += kThreads) EXPECT_TRUE(c.free(SeqId{i}));
       freed.count_down();
       done.wait();  // stay alive: the freed blocks sit in this thread's magazine
     });
@@ -385,9 +386,10 @@ TEST(CacheMt, mt_held_copy_source_survives_concurrent_free_and_reuse) {
     std::optional<pkv::CopyOp> op;
     std::thread copier([&] {
       auto r = c.append(SeqId{2}, 1);
-      ASSERT_TRUE(r && r.value());
-      op = r.value();
-      appended.count_down();
+      const bool copied = r && r.value();
+      if (copied) op = r.value();
+      appended.count_down();  // before any check: the other thread waits for it
+      ASSERT_TRUE(copied);
       std::this_thread::yield();  // the copy runs late
       arena.copy(*op);
       ASSERT_TRUE(c.copy_done(SeqId{2}));
