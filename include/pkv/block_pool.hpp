@@ -203,6 +203,9 @@ class BasicBlockPool {
   Result<void> acquire_slow(std::size_t k, std::vector<BlockId>& out);
   void hand_out(const std::uint32_t* ids, std::size_t n, std::vector<BlockId>& out) noexcept;
   void count_acquired(Slot* s, std::size_t n) noexcept;
+  // Sum of one statistic over the slot stripes and the slot-less overflow stripe.
+  template <class Counter>
+  std::uint64_t sum_stripes(Counter Slot::*slot_counter, const Counter& overflow) const noexcept;
   void count_released(Slot* s, std::size_t n) noexcept;
 
   const std::size_t capacity_;

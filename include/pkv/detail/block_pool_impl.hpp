@@ -208,23 +208,25 @@ std::size_t BasicBlockPool<Atom>::free_count() const noexcept {
 }
 
 template <template <class> class Atom>
-std::uint64_t BasicBlockPool<Atom>::total_acquired() const noexcept {
-  std::uint64_t t = overflow_.acquired.load(std::memory_order_relaxed);
+template <class Counter>
+std::uint64_t BasicBlockPool<Atom>::sum_stripes(Counter Slot::*slot_counter,
+                                                const Counter& overflow) const noexcept {
+  std::uint64_t t = overflow.load(std::memory_order_relaxed);
   if (slots_) {
     for (std::size_t i = 0; i < kMaxCachedThreads; ++i)
-      t += slots_[i].acquired.load(std::memory_order_relaxed);
+      t += (slots_[i].*slot_counter).load(std::memory_order_relaxed);
   }
   return t;
 }
 
 template <template <class> class Atom>
+std::uint64_t BasicBlockPool<Atom>::total_acquired() const noexcept {
+  return sum_stripes(&Slot::acquired, overflow_.acquired);
+}
+
+template <template <class> class Atom>
 std::uint64_t BasicBlockPool<Atom>::total_released() const noexcept {
-  std::uint64_t t = overflow_.released.load(std::memory_order_relaxed);
-  if (slots_) {
-    for (std::size_t i = 0; i < kMaxCachedThreads; ++i)
-      t += slots_[i].released.load(std::memory_order_relaxed);
-  }
-  return t;
+  return sum_stripes(&Slot::released, overflow_.released);
 }
 
 template <template <class> class Atom>
