@@ -611,11 +611,11 @@ std::vector<SeqId> PagedKvCache::sequence_ids() const {
 
 namespace {
 // The shard whose published head is best (smallest key): a lock-free scan of kShards words
-// triples, no lock taken. nullptr if every shard looked empty.
+// triples, no lock taken. nullptr if every shard looked empty; *seen = the key it saw.
 template <class Shards>
-auto* best_shard(Shards& shards) {
+auto* best_shard(Shards& shards, Key* seen) {
   decltype(&shards[0]) best = nullptr;
-  Key best_key{};
+  Key& best_key = *seen;
   for (auto& sh : shards) {
     const Key k = sh.read_published();
     if (k.last_access == kMax64) continue;  // empty
@@ -628,14 +628,21 @@ auto* best_shard(Shards& shards) {
 }
 }  // namespace
 
+// Victim choice: scan the published heads, lock the best shard, and take its real head if it is
+// still the key the scan saw. If that shard changed meanwhile (its head was pinned, touched,
+// freed...), the scan is stale: scan again, a bounded number of times, then take the real head.
+constexpr int kRescans = 16;
+
 std::optional<SeqId> PagedKvCache::select_eviction_target() const {
   std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
-  for (;;) {
-    const Shard* sh = best_shard(impl_->shards);
+  for (int attempt = 0;; ++attempt) {
+    Key seen{};
+    const Shard* sh = best_shard(impl_->shards, &seen);
     if (sh == nullptr) return std::nullopt;
     std::lock_guard<std::mutex> g(sh->mu);
-    if (std::optional<Key> k = sh->index_head()) return SeqId{k->seq};
-    // The shard emptied after the scan: scan again.
+    std::optional<Key> k = sh->index_head();
+    if (!k) continue;  // the shard emptied after the scan: scan again
+    if (*k == seen || attempt >= kRescans) return SeqId{k->seq};
   }
 }
 
@@ -644,10 +651,14 @@ Result<SeqId> PagedKvCache::evict() {
   SeqId victim;
   {
     std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
-    for (;;) {
-      Shard* sh = best_shard(impl_->shards);
+    for (int attempt = 0;; ++attempt) {
+      Key seen{};
+      Shard* sh = best_shard(impl_->shards, &seen);
       if (sh == nullptr) return Error::invalid_operation("No sequences to evict");
       std::lock_guard<std::mutex> g(sh->mu);
+      const std::optional<Key> real = sh->index_head();
+      if (!real) continue;                                // emptied after the scan
+      if (*real != seen && attempt < kRescans) continue;  // stale scan: see kRescans
       // The shard's real head, under its lock: unpinned, live, and removed by this thread only.
       Entry* e = sh->uses_list() ? sh->head : nullptr;
       if (!sh->uses_list()) {

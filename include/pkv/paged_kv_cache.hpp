@@ -25,7 +25,8 @@
 //       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
 //       touch; LFU / LongestFirst / Priority: an ordered set) and publishes its head in atomics.
 //       select/evict scan the kShards published heads without locking, then lock only the best
-//       shard and take its real head: O(kShards) reads + one lock. evict() removes the victim
+//       shard and take its real head, scanning again if that head changed since the scan (a
+//       bounded number of times): O(kShards) reads + one lock. evict() removes the victim
 //       under that lock, so a sequence is never freed twice and evict() never returns an id that
 //       another thread freed first. The choice is exact when no other call is in flight; under
 //       concurrency it is the best head of a shard that looked best during the scan.
