@@ -153,6 +153,18 @@ Result<void> SeedMutexCache::allocate(SeqId seq, std::size_t num_tokens) {
 
 Result<std::optional<CopyOp>> SeedMutexCache::append(SeqId seq, std::size_t num_tokens) {
   std::lock_guard lock(mu_);
+  return append_locked(seq, num_tokens);
+}
+
+void SeedMutexCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
+                                  std::vector<Result<std::optional<CopyOp>>>& out) {
+  out.clear();
+  out.reserve(seqs.size());
+  std::lock_guard lock(mu_);  // the mutex design's batch: one lock for the whole step
+  for (const SeqId seq : seqs) out.push_back(append_locked(seq, num_tokens));
+}
+
+Result<std::optional<CopyOp>> SeedMutexCache::append_locked(SeqId seq, std::size_t num_tokens) {
   auto it = sequences_.find(seq);
   if (it == sequences_.end()) return Error::sequence_not_found(seq);
   const std::size_t old_tokens = it->second.num_tokens;

@@ -36,6 +36,7 @@
 #include <iosfwd>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -78,6 +79,10 @@ class SeedMutexCache {
   Result<void> allocate(SeqId seq, std::size_t num_tokens);
   /// Seed semantics: no copy-on-write, so the CopyOp is always std::nullopt.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
+  /// pkv's append_batch for the mutex design: the whole batch under one lock (what a user of
+  /// this design would write for a decode step once per-token locking showed up in a profile).
+  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
+                    std::vector<Result<std::optional<CopyOp>>>& out);
   Result<void> free(SeqId seq);
   Result<void> fork(SeqId src, SeqId dst);
   std::optional<SequenceInfo> get_sequence(SeqId seq) const;
@@ -115,6 +120,7 @@ class SeedMutexCache {
   Result<BlockId> allocate_block();
   Result<void> free_block(BlockId id);
   Result<void> free_locked(SeqId seq);
+  Result<std::optional<CopyOp>> append_locked(SeqId seq, std::size_t num_tokens);
   std::optional<SeqId> select_locked() const;
   Result<SeqId> evict_locked();
 

@@ -13,6 +13,8 @@
 //   pkv             pkv::PagedKvCache / pkv::BlockPool (default options)
 //   pkv_nomag       pkv::BlockPool with magazine_size 0 (per-thread caches off)
 //   seed_mutex      baseline::SeedMutexCache (the seed behind one mutex)
+//   pkv_batch       pkv::PagedKvCache, the step's appends as one append_batch() call
+//   seed_mutex_batch  baseline::SeedMutexCache::append_batch (one lock for the whole step)
 //   boost_lockfree  baseline::LockfreeStackPool
 //   vllm_mutex      baseline::VllmQueuePool
 #include <benchmark/benchmark.h>
@@ -153,6 +155,16 @@ void add_evict(const std::string& impl) {
   }
 }
 
+// The decode-step API (append_batch) on the two workloads that step a batch.
+template <class Cache>
+void add_batch(const std::string& impl) {
+  add<DecodeStep<Cache, true>>("BM_decode_step/" + impl, Threads::all,
+                               [](int t) { return std::make_unique<DecodeStep<Cache, true>>(t); });
+  add<MixedScheduler<Cache, true>>("BM_mixed_scheduler/" + impl, Threads::all, [](int t) {
+    return std::make_unique<MixedScheduler<Cache, true>>(t);
+  });
+}
+
 void register_all() {
   add_pool<pkv::BlockPool>("pkv",
                            [](std::size_t n) { return std::make_unique<pkv::BlockPool>(n); });
@@ -167,6 +179,8 @@ void register_all() {
   });
   add_cache<Pkv>("pkv");
   add_cache<Seed>("seed_mutex");
+  add_batch<Pkv>("pkv_batch");
+  add_batch<Seed>("seed_mutex_batch");
   add_evict<Pkv>("pkv");
   add_evict<Seed>("seed_mutex");
 }

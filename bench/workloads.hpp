@@ -190,7 +190,9 @@ class Prefill final {
 // Each thread owns a decode batch of kBatch live sequences; a step appends one token to each. A
 // sequence that has produced its output length finishes (free) and a new request takes its place
 // (allocate), so the cache stays in a steady state. Items = append + free + allocate calls.
-template <class Cache>
+// Batch = true: the step's appends go through one append_batch() call (pkv's decode-step API;
+// the mutex baseline's append_batch takes its lock once for the whole step).
+template <class Cache, bool Batch = false>
 class DecodeStep final {
  public:
   static constexpr std::size_t kBatch = 32;
@@ -215,8 +217,14 @@ class DecodeStep final {
   std::int64_t step(int tid) {
     auto& s = ts_[static_cast<std::size_t>(tid)].v;
     std::int64_t items = 0;
+    if constexpr (Batch) {
+      s.ids.clear();
+      for (const Live& l : s.live) s.ids.push_back(SeqId{l.id});
+      cache_->append_batch(s.ids, 1, s.results);
+      for (auto& r : s.results) (void)must(std::move(r), "decode append_batch");
+    }
     for (Live& l : s.live) {
-      (void)must(cache_->append(SeqId{l.id}, 1), "decode append");
+      if constexpr (!Batch) (void)must(cache_->append(SeqId{l.id}, 1), "decode append");
       ++items;
       if (--l.remaining == 0) {
         must(cache_->free(SeqId{l.id}), "decode free");
@@ -238,6 +246,8 @@ class DecodeStep final {
     std::uint64_t next = 0;
     std::size_t cursor = 0;
     std::vector<Live> live;
+    std::vector<SeqId> ids;                                        // Batch: the step's ids
+    std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;  // Batch: their outcomes
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;
@@ -317,7 +327,9 @@ class BeamFork final {
 // The cache is sized so that running out of memory is rare (peak use ~55%): evictions come from
 // the fixed preemption rate, so every implementation and thread count does the same work.
 // Items = every cache call made.
-template <class Cache>
+// Batch = true: the decode phase is one append_batch() call, then the outcomes are handled in
+// the same way (retry after evict on out_of_memory, drop on sequence_not_found).
+template <class Cache, bool Batch = false>
 class MixedScheduler final {
  public:
   static constexpr std::size_t kRunning = 24;
@@ -363,9 +375,17 @@ class MixedScheduler final {
       s.running.push_back(Run{id, Lengths::outputs()[s.cursor++]});
     }
     // Decode.
-    for (std::size_t i = 0; i < s.running.size();) {
+    if constexpr (Batch) {
+      s.ids.clear();
+      for (const Run& run : s.running) s.ids.push_back(SeqId{run.id});
+      cache_->append_batch(s.ids, 1, s.results);
+    }
+    // Finished and lost sequences leave the running list in place (stable compaction), so the
+    // per-call and the batch variant make the same calls in the same order.
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < s.running.size(); ++i) {
       Run& run = s.running[i];
-      auto r = cache_->append(SeqId{run.id}, 1);
+      auto r = Batch ? std::move(s.results[i]) : cache_->append(SeqId{run.id}, 1);
       ++items;
       if (!r && r.error().code() == pkv::Errc::out_of_memory) {
         (void)cache_->evict();
@@ -388,13 +408,9 @@ class MixedScheduler final {
         ++items;
         drop = true;
       }
-      if (drop) {
-        run = s.running.back();
-        s.running.pop_back();
-      } else {
-        ++i;
-      }
+      if (!drop) s.running[kept++] = run;
     }
+    s.running.resize(kept);
     // Occasional scheduler work.
     if (!s.running.empty()) {
       const Run& pick = s.running[s.rng.below(static_cast<std::uint32_t>(s.running.size()))];
@@ -433,6 +449,8 @@ class MixedScheduler final {
     std::uint64_t steps = 0;
     Rng rng{0};
     std::vector<Run> running;
+    std::vector<SeqId> ids;                                        // Batch: the step's ids
+    std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;  // Batch: their outcomes
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;

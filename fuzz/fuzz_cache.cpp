@@ -82,6 +82,11 @@ Op decode(Bytes& in) {
       op.seq = in.seq();
       op.seq2 = in.seq();
       break;
+    case OpKind::append_batch:
+      op.seq = in.seq();
+      op.seq2 = in.seq();
+      op.n = in.tokens();
+      break;
     case OpKind::free:
     case OpKind::get_sequence:
       op.seq = in.seq();

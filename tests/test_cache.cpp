@@ -209,6 +209,76 @@ TEST(Cache, st_append_errors_change_nothing) {
   EXPECT_VALID(c);
 }
 
+// ---- append_batch ----------------------------------------------------------------------------
+
+// Every item is what append() called in item order would return: a missing id fails alone, a
+// duplicate appends twice, out_of_memory changes nothing for that item only, the CopyOp of a
+// shared partial block comes back on the item that copies.
+TEST(Cache, st_append_batch_equals_appends_in_item_order) {
+  auto run = [](bool batch) {
+    PagedKvCache c(6, 4, 1, 1);
+    EXPECT_TRUE(c.allocate(S(1), 3));  // B: 1 block, 1 free slot
+    EXPECT_TRUE(c.allocate(S(2), 4));  // 1 full block
+    EXPECT_TRUE(c.fork(S(1), S(3)));   // S3 shares S1's partial block
+    const std::vector<SeqId> ids{S(1), S(9), S(2), S(1), S(3), S(2), S(2)};
+    std::vector<pkv::Result<std::optional<CopyOp>>> out;
+    if (batch) {
+      c.append_batch(ids, 2, out);
+    } else {
+      for (SeqId id : ids) out.push_back(c.append(id, 2));
+    }
+    EXPECT_VALID(c);
+    return std::make_pair(std::move(out), c.used_block_count());
+  };
+  auto [batched, used_b] = run(true);
+  auto [single, used_s] = run(false);
+  ASSERT_EQ(batched.size(), 7u);
+  ASSERT_EQ(single.size(), 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(batched[i].has_value(), single[i].has_value());
+    if (!batched[i]) {
+      EXPECT_EQ(batched[i].error(), single[i].error());
+    } else {
+      EXPECT_EQ(batched[i].value().has_value(), single[i].value().has_value());
+    }
+  }
+  EXPECT_EQ(used_b, used_s);
+  // The expected outcomes themselves (6 blocks of 4): S1 (3 tokens) copies away from the block
+  // it shares with S3 and takes one more (4 used); S9 is missing; S2 (4) takes a block (5 used);
+  // S1 fits; S3 finds its block private now and takes one (6 used); S2 (6) fits; S2 (8) needs a
+  // block and none is free.
+  EXPECT_EQ(used_b, 6u);
+  ASSERT_TRUE(batched[0]);
+  EXPECT_TRUE(batched[0].value().has_value());
+  EXPECT_EQ(batched[1].error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(batched[1].error().message(), "Sequence not found: S9");
+  ASSERT_TRUE(batched[2]);
+  ASSERT_TRUE(batched[3]);
+  ASSERT_TRUE(batched[4]);
+  EXPECT_FALSE(batched[4].value().has_value()) << "S3 is the only holder once S1 copied away";
+  ASSERT_TRUE(batched[5]);
+  ASSERT_FALSE(batched[6]);
+  EXPECT_EQ(batched[6].error().code(), Errc::out_of_memory);
+}
+
+TEST(Cache, st_append_batch_orders_recency_by_item) {
+  PagedKvCache c(16, 4, 1, 1);
+  for (std::uint64_t i = 1; i <= 4; ++i) ASSERT_TRUE(c.allocate(S(i), 1));
+  std::vector<pkv::Result<std::optional<CopyOp>>> out;
+  c.append_batch(std::vector<SeqId>{S(3), S(1), S(4), S(2)}, 1, out);
+  // S3 was touched first in the batch, so it is now the least recently used.
+  EXPECT_EQ(c.select_eviction_target(), S(3));
+  EXPECT_LT(c.get_sequence(S(3))->last_access, c.get_sequence(S(1))->last_access);
+  EXPECT_LT(c.get_sequence(S(1))->last_access, c.get_sequence(S(4))->last_access);
+  EXPECT_LT(c.get_sequence(S(4))->last_access, c.get_sequence(S(2))->last_access);
+  ASSERT_TRUE(c.append(S(3), 0));  // a later call is more recent than every batch item
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  c.append_batch({}, 1, out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_VALID(c);
+}
+
 // ---- free
 // ----------------------------------------------------------------------------------------
 

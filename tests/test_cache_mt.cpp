@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -19,6 +20,7 @@
 namespace {
 
 using pkv::BlockId;
+using pkv::CopyOp;
 using pkv::Errc;
 using pkv::EvictionStrategy;
 using pkv::PagedKvCache;
@@ -409,6 +411,71 @@ TEST(CacheMt, mt_held_copy_source_survives_concurrent_free_and_reuse) {
     ASSERT_EQ(arena.read(info, 0), Arena::cookie(1, 0)) << "round " << round;
     EXPECT_EQ(c.validate_unsafe(), "");
   }
+}
+
+// Decode steps through append_batch from every thread while one thread evicts now and then:
+// every item's outcome is one append()'s, so for each sequence still live at the end the tokens
+// its writer counted as appended match its table, each sequence is either live or evicted once,
+// and the blocks in use are exactly those the live tables need.
+TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_block) {
+  constexpr unsigned kWriters = 6;
+  constexpr std::size_t kSeqs = 24, kSteps = 300, bs = 16, kMaxEvictions = kWriters * kSeqs / 3;
+  // Enough blocks for every sequence to reach its final length (1..7 + at most 600 tokens).
+  PagedKvCache c(kWriters * kSeqs * (1 + (7 + 2 * kSteps) / bs), bs, 1, 1);
+  std::vector<std::map<std::uint64_t, std::size_t>> tokens(kWriters);
+  for (unsigned t = 0; t < kWriters; ++t)
+    for (std::size_t i = 0; i < kSeqs; ++i) {
+      ASSERT_TRUE(c.allocate(SeqId{seq_base(t) + i}, 1 + i % 7));
+      tokens[t][seq_base(t) + i] = 1 + i % 7;
+    }
+  std::atomic<unsigned> writers_left{kWriters};
+  std::atomic<std::size_t> evicted{0};
+  run_threads(kWriters + 1, [&](unsigned t) {
+    if (t == kWriters) {  // the evictor: a victim now and then while the writers step
+      while (writers_left.load() > 0 && evicted.load() < kMaxEvictions) {
+        if (c.evict()) evicted.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+      return;
+    }
+    std::vector<SeqId> ids;
+    std::vector<pkv::Result<std::optional<CopyOp>>> out;
+    for (std::size_t step = 0; step < kSteps; ++step) {
+      ids.clear();
+      for (const auto& [id, n] : tokens[t]) ids.push_back(SeqId{id});
+      const std::size_t k = step % 3;  // 0, 1 or 2 tokens
+      c.append_batch(ids, k, out);
+      if (out.size() != ids.size()) ADD_FAILURE() << "one result per item";
+      for (std::size_t i = 0; i < ids.size() && i < out.size(); ++i) {
+        if (out[i]) {
+          if (out[i].value()) ADD_FAILURE() << "no sequence is shared, so no CopyOp";
+          tokens[t][ids[i].value] += k;
+        } else if (out[i].error().code() == Errc::sequence_not_found) {
+          tokens[t].erase(ids[i].value);  // evicted by the other thread
+        } else {
+          ADD_FAILURE() << out[i].error().message();
+        }
+      }
+    }
+    writers_left.fetch_sub(1);
+  });
+  // A sequence may be evicted after its writer's last step: then it is missing here but counted
+  // in `evicted`, so live + evicted still covers every sequence exactly once.
+  std::size_t live = 0, used = 0;
+  for (unsigned t = 0; t < kWriters; ++t) {
+    for (const auto& [id, n] : tokens[t]) {
+      auto info = c.get_sequence(SeqId{id});
+      if (!info) continue;
+      EXPECT_EQ(info->num_tokens, n) << "S" << id;
+      used += (n + bs - 1) / bs;
+      ++live;
+    }
+  }
+  EXPECT_GT(evicted.load(), 0u) << "the evictor should have run during the steps";
+  EXPECT_EQ(live + evicted.load(), std::size_t{kWriters} * kSeqs) << "evicted or live, once";
+  EXPECT_EQ(c.num_sequences(), live);
+  EXPECT_EQ(c.used_block_count(), used);
+  EXPECT_EQ(c.validate_unsafe(), "");
 }
 
 }  // namespace

@@ -17,9 +17,11 @@
 // Concurrency contract
 //   Every public method is thread-safe and linearizable, with these notes:
 //     * There is no global mutex on allocate / append / free / fork / get_sequence. Sequences live
-//       in kShards shards (hash of SeqId); each call locks the one shard of its sequence (fork
-//       locks the two shards of src and dst in address order). Blocks come from a BlockPool whose
-//       fast path touches only the calling thread's magazine (see block_pool.hpp).
+//       in kShards shards (hash of SeqId), each an open-addressing table behind a spin-then-yield
+//       lock (one exchange + one release store uncontended); each call locks the one shard of its
+//       sequence (fork locks the two shards of src and dst in address order; append_batch locks
+//       one shard per item, one at a time). Blocks come from a BlockPool whose fast path touches
+//       only the calling thread's magazine (see block_pool.hpp).
 //     * Counters are striped per thread; stats() sums the stripes (exact when quiescent).
 //     * Victim selection is not a scan of every sequence: each shard keeps an index of its
 //       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
@@ -49,16 +51,17 @@
 //       exact when calls do not overlap.
 //   Lock-free methods: block_size, total_blocks, block_memory_bytes, total_memory_bytes,
 //   eviction_threshold, free_block_count, used_block_count, utilization, used_memory_bytes,
-//   needs_eviction, num_sequences, stats. Shard-locking methods: allocate, append, free, fork,
-//   get_sequence, set_priority, apply_streaming_llm. Shard-scanning methods (one shard lock at a
-//   time): select_eviction_target, evict, evict_to_threshold, sequence_ids, operator<<.
+//   needs_eviction, num_sequences, stats. Shard-locking methods: allocate, append, append_batch,
+//   free, fork, get_sequence, set_priority, apply_streaming_llm. Shard-scanning methods (one shard
+//   lock at a time): select_eviction_target, evict, evict_to_threshold, sequence_ids, operator<<.
 //   pin, unpin and copy_done lock the sequence's shard.
 //
 // Memory ordering
-//   A sequence's table is read and written only under its shard mutex, which orders block-table
-//   changes between threads. Reference counts are BlockPool's (acq_rel drops). Recency stamps
-//   come from one relaxed fetch_add on a cache line of its own: its order agrees with
-//   happens-before, so LRU/LFU order is exact for calls that happen one after another.
+//   A sequence's table is read and written only under its shard lock (acquire exchange, release
+//   store), which orders block-table changes between threads. Reference counts are BlockPool's
+//   (acq_rel drops). Recency stamps come from one relaxed fetch_add on a cache line of its own (one
+//   per call; append_batch takes all of its items' stamps with one fetch_add): its order agrees
+//   with happens-before, so LRU/LFU order is exact for calls that happen one after another.
 //
 // Defined edge cases
 //   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
@@ -72,6 +75,7 @@
 #include <iosfwd>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "pkv/block_pool.hpp"
@@ -171,6 +175,17 @@ class PagedKvCache {
   /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
 
+  /// One decode step: append(seqs[i], num_tokens) for i = 0, 1, ... in that order; out[i] is
+  /// what that call would return (out is cleared first). Each item is all or nothing on its own
+  /// and a failed item does not stop the others, exactly as separate calls; the batch as a whole
+  /// is not one atomic step (another thread's call may land between two items). The difference
+  /// is cost: one recency-clock update for the whole batch instead of one per item, so a
+  /// scheduler stepping its batch writes no cache line shared with other threads per token.
+  /// Recency: item i is stamped as if called i-th right when the batch started (an entry that
+  /// another thread touched after that keeps its later stamp). Duplicate ids are appended twice.
+  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
+                    std::vector<Result<std::optional<CopyOp>>>& out);
+
   /// Drops the sequence and one reference to each of its blocks. Errors: sequence_not_found.
   Result<void> free(SeqId seq);
 
@@ -216,6 +231,8 @@ class PagedKvCache {
   Shard& shard_of(SeqId seq) const noexcept;
   Stripe& my_stripe() const noexcept;
   std::uint64_t tick() noexcept;
+  Result<std::optional<CopyOp>> append_locked(Shard& sh, Entry& e, std::size_t num_tokens,
+                                              std::uint64_t stamp, bool* took);
   void note_peak() noexcept;
 
   std::size_t num_blocks_;

@@ -101,6 +101,15 @@ inline rc::Gen<Op> op() {
                  return o;
                },
                seq_id(), append_tokens())},
+      {6, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t s2, std::uint64_t n) {
+                Op o = make(K::append_batch);
+                o.seq = s;
+                o.seq2 = s2;
+                o.n = n;
+                return o;
+              },
+              seq_id(), seq_id(), append_tokens())},
       {12, rc::gen::apply(
                [](std::uint64_t s, std::uint64_t d) {
                  Op o = make(K::fork);

@@ -70,8 +70,9 @@ enum class OpKind : std::uint8_t {
   pin,
   unpin,
   copy_done,
+  append_batch,  // append_batch({seq, seq2, seq}, n): a duplicate and maybe a missing id
 };
-inline constexpr int kOpKinds = 17;
+inline constexpr int kOpKinds = 18;
 
 struct Op {
   OpKind kind = OpKind::get_sequence;
@@ -159,6 +160,9 @@ inline std::ostream& operator<<(std::ostream& os, const Op& op) {
       return os << "unpin(S" << op.seq << ")";
     case OpKind::copy_done:
       return os << "copy_done(S" << op.seq << ")";
+    case OpKind::append_batch:
+      return os << "append_batch({S" << op.seq << ", S" << op.seq2 << ", S" << op.seq << "}, "
+                << op.n << ")";
   }
   return os << "?";
 }
@@ -242,6 +246,48 @@ class Harness {
           return "append moved the last block without a CopyOp";
         }
         return write_new_tokens(s, pre->num_tokens, op.n);
+      }
+      case OpKind::append_batch: {
+        // Each item must equal the model's append called in item order; then the CopyOps are
+        // performed and the new tokens written in that order (no item of the batch can move an
+        // earlier item's tokens: after an append the sequence's last block is private).
+        const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
+        std::vector<Result<std::optional<CopyOp>>> out;
+        cache_->append_batch(ids, op.n, out);
+        if (out.size() != ids.size()) return "append_batch: not one result per item";
+        struct Done {
+          SeqId id;
+          std::uint64_t first;
+          std::optional<CopyOp> copy;
+        };
+        std::vector<Done> done;
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          const std::optional<SequenceInfo> mpre = model_.get_sequence(ids[i]);
+          Result<std::optional<CopyOp>> m = model_.append(ids[i], op.n);
+          const Result<std::optional<CopyOp>>& r = out[i];
+          const std::string item = "append_batch item " + std::to_string(i) + ": ";
+          if (r.has_value() != m.has_value()) return item + mismatch(r, m);
+          if (!r) {
+            if (std::string e = compare_error(r.error(), m.error()); !e.empty()) return item + e;
+            continue;
+          }
+          ++cov_.ok;
+          if (r.value().has_value() != m.value().has_value())
+            return item + "CopyOp presence differs from the model";
+          if (!mpre) return item + "succeeded on a sequence the model does not have";
+          done.push_back(Done{ids[i], mpre->num_tokens, r.value()});
+        }
+        for (const Done& d : done) {
+          if (d.copy) {
+            ++cov_.copies;
+            if (d.copy->dst == d.copy->src) return "append_batch: CopyOp onto its own source";
+            for (std::uint64_t k = 0; k < cfg_.block_size; ++k)
+              arena_[d.copy->dst.value * cfg_.block_size + k] =
+                  arena_[d.copy->src.value * cfg_.block_size + k];
+          }
+          if (std::string e = write_new_tokens(d.id, d.first, op.n, false); !e.empty()) return e;
+        }
+        return {};
       }
       case OpKind::fork: {
         Result<void> r = cache_->fork(s, SeqId{op.seq2});
@@ -511,10 +557,13 @@ class Harness {
 
   // Writes fresh cookies for kept tokens [first, first + n) of `s` where the real cache says
   // they live, and records them as expected.
-  std::string write_new_tokens(SeqId s, std::uint64_t first, std::uint64_t n) {
+  // check_total: the call just made was the last change to `s` (not so inside append_batch).
+  std::string write_new_tokens(SeqId s, std::uint64_t first, std::uint64_t n,
+                               bool check_total = true) {
     std::optional<SequenceInfo> info = cache_->get_sequence(s);
     if (!info) return "sequence missing right after a successful call";
-    if (info->num_tokens != first + n) return "num_tokens is not old + appended";
+    if (check_total && info->num_tokens != first + n) return "num_tokens is not old + appended";
+    if (info->num_tokens < first + n) return "num_tokens is below old + appended";
     std::vector<std::uint64_t>& e = expected_[s.value];
     if (e.size() != first) return "harness bookkeeping out of step";
     const std::uint64_t bs = cfg_.block_size;
