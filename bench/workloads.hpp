@@ -221,7 +221,8 @@ class DecodeStep final {
       s.ids.clear();
       for (const Live& l : s.live) s.ids.push_back(SeqId{l.id});
       cache_->append_batch(s.ids, 1, s.results);
-      for (auto& r : s.results) (void)must(std::move(r), "decode append_batch");
+      for (const auto& r : s.results)
+        if (!r) die("decode append_batch", r.error());
     }
     for (Live& l : s.live) {
       if constexpr (!Batch) (void)must(cache_->append(SeqId{l.id}, 1), "decode append");
@@ -385,32 +386,15 @@ class MixedScheduler final {
     std::size_t kept = 0;
     for (std::size_t i = 0; i < s.running.size(); ++i) {
       Run& run = s.running[i];
-      auto r = Batch ? std::move(s.results[i]) : cache_->append(SeqId{run.id}, 1);
       ++items;
-      if (!r && r.error().code() == pkv::Errc::out_of_memory) {
-        (void)cache_->evict();
-        r = cache_->append(SeqId{run.id}, 1);
-        items += 2;
+      if constexpr (Batch) {
+        if (!decode_one(run, s.results[i], items)) s.running[kept++] = run;
+      } else {
+        if (!decode_one(run, cache_->append(SeqId{run.id}, 1), items)) s.running[kept++] = run;
       }
-      bool drop = false;
-      if (!r) {
-        if (r.error().code() != pkv::Errc::sequence_not_found &&
-            r.error().code() != pkv::Errc::out_of_memory) {
-          die("mixed append", r.error());
-        }
-        if (r.error().code() == pkv::Errc::out_of_memory) {
-          (void)cache_->free(SeqId{run.id});  // give up on it (a real engine would recompute)
-          ++items;
-        }
-        drop = true;
-      } else if (--run.remaining == 0) {
-        (void)cache_->free(SeqId{run.id});  // sequence_not_found if preempted meanwhile: fine
-        ++items;
-        drop = true;
-      }
-      if (!drop) s.running[kept++] = run;
     }
     s.running.resize(kept);
+
     // Occasional scheduler work.
     if (!s.running.empty()) {
       const Run& pick = s.running[s.rng.below(static_cast<std::uint32_t>(s.running.size()))];
@@ -436,6 +420,38 @@ class MixedScheduler final {
   }
 
  private:
+  struct Run;
+  using AppendResult = pkv::Result<std::optional<pkv::CopyOp>>;
+  // One running sequence's append outcome (read in place, not moved): on out_of_memory evict and
+  // retry once; sequence_not_found means another thread preempted it. Returns true when the
+  // sequence leaves the running list (finished, lost or given up).
+  bool decode_one(Run& run, const AppendResult& first, std::int64_t& items) {
+    if (!first && first.error().code() == pkv::Errc::out_of_memory) {
+      (void)cache_->evict();
+      items += 2;
+      return settle(run, cache_->append(SeqId{run.id}, 1), items);
+    }
+    return settle(run, first, items);
+  }
+  bool settle(Run& run, const AppendResult& r, std::int64_t& items) {
+    if (!r) {
+      if (r.error().code() != pkv::Errc::sequence_not_found &&
+          r.error().code() != pkv::Errc::out_of_memory) {
+        die("mixed append", r.error());
+      }
+      if (r.error().code() == pkv::Errc::out_of_memory) {
+        (void)cache_->free(SeqId{run.id});  // give up on it (a real engine would recompute)
+        ++items;
+      }
+      return true;
+    }
+    if (--run.remaining == 0) {
+      (void)cache_->free(SeqId{run.id});  // sequence_not_found if preempted meanwhile: fine
+      ++items;
+      return true;
+    }
+    return false;
+  }
   static void benchmark_sink(std::uint64_t v) {
     asm volatile("" : : "r"(v) : "memory");  // keep the result alive, like DoNotOptimize
   }

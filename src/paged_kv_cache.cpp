@@ -24,7 +24,6 @@ namespace {
 constexpr std::size_t kLine = 128;
 constexpr std::size_t kStripes = 64;
 constexpr std::uint64_t kMax64 = std::numeric_limits<std::uint64_t>::max();
-constexpr std::uint32_t kNoBlock = std::numeric_limits<std::uint32_t>::max();  // not a valid id
 
 // The shard lock: test-and-test-and-set on one word, spin briefly then yield (detail::spin_pause).
 // Critical sections are a few hundred instructions and never block, so an uncontended lock +
@@ -616,17 +615,19 @@ Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
 
 // The body of append() for one entry whose shard lock the caller holds. `stamp` is the recency
 // stamp of this access (see tick()); an entry touched meanwhile with a later stamp keeps it.
-// Sets *took when blocks were taken (the caller notes the peak after unlocking).
-Result<std::optional<CopyOp>> PagedKvCache::append_locked(Shard& sh, Entry& e,
-                                                          std::size_t num_tokens,
-                                                          std::uint64_t stamp, bool* took) {
-  if (num_tokens > std::numeric_limits<std::size_t>::max() - e.num_tokens)
-    return Error::invalid_argument("appending " + std::to_string(num_tokens) + " tokens to " +
-                                   to_string(e.id) + " overflows its token count");
-  // The CopyOp as two scalars, turned into the result only at the return: a std::optional local
-  // here was spilled and re-read with wider loads than its stores (a store-forwarding stall that
-  // cost more than the rest of the call).
-  BlockId copy_src{kNoBlock}, copy_dst{kNoBlock};
+// Sets *took when blocks were taken (the caller notes the peak after unlocking). The outcome is a
+// one-byte code; the CopyOp (rare) comes back through *copy and the Error (cold) through *err.
+// Returning a Result here, or a small struct, and moving it into place cost a store-forwarding
+// stall per call (narrow stores re-read by wider loads), more than the rest of the append.
+PagedKvCache::AppendStep PagedKvCache::append_locked(Shard& sh, Entry& e, std::size_t num_tokens,
+                                                     std::uint64_t stamp, bool* took, CopyOp* copy,
+                                                     std::optional<Error>* err) {
+  if (num_tokens > std::numeric_limits<std::size_t>::max() - e.num_tokens) {
+    err->emplace(Error::invalid_argument("appending " + std::to_string(num_tokens) + " tokens to " +
+                                         to_string(e.id) + " overflows its token count"));
+    return AppendStep::failed;
+  }
+  AppendStep outcome = AppendStep::appended;
   if (num_tokens > 0) {
     const std::uint64_t next = e.next_slot();
     const std::uint64_t room = e.blocks.size() * block_size_ - next;  // free slots in last block
@@ -651,13 +652,16 @@ Result<std::optional<CopyOp>> PagedKvCache::append_locked(Shard& sh, Entry& e,
       if (need <= num_blocks_ && e.blocks.capacity() < old_len + need)
         e.blocks.reserve(std::max<std::size_t>(2 * e.blocks.capacity(), old_len + need));
       // acquire appends to e.blocks, or fails and leaves it unchanged (nothing changed then).
-      if (Result<void> r = pool_->acquire(need, e.blocks); !r) return r.error();
+      if (Result<void> r = pool_->acquire(need, e.blocks); !r) {
+        err->emplace(r.error());
+        return AppendStep::failed;
+      }
       *took = true;
       if (cow) {
         // The first fresh block replaces the shared last block (the CopyOp's destination).
         const BlockId unshared = e.blocks[old_len - 1];
-        copy_src = unshared;
-        copy_dst = e.blocks[old_len];
+        *copy = CopyOp{unshared, e.blocks[old_len]};
+        outcome = AppendStep::copied;
         e.blocks[old_len - 1] = e.blocks[old_len];
         e.blocks.erase(e.blocks.begin() + static_cast<std::ptrdiff_t>(old_len));
         // Our reference to the source: held until copy_done(), or dropped now. Under the lock:
@@ -681,21 +685,25 @@ Result<std::optional<CopyOp>> PagedKvCache::append_locked(Shard& sh, Entry& e,
     x.last_access = std::max(x.last_access, stamp);
     x.access_count += 1;
   });
-  if (copy_src.value == kNoBlock) return std::optional<CopyOp>();
-  return std::optional<CopyOp>(CopyOp{copy_src, copy_dst});
+  return outcome;
 }
 
 Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_tokens) {
   Shard& sh = shard_of(seq);
   bool took = false;
-  Result<std::optional<CopyOp>> r = [&]() -> Result<std::optional<CopyOp>> {
+  std::optional<Error> err;
+  CopyOp copy;
+  AppendStep step;
+  {
     std::lock_guard<ShardLock> g(sh.mu);
     auto it = sh.map.find(seq);
     if (it == sh.map.end()) return Error::sequence_not_found(seq);
-    return append_locked(sh, it->second, num_tokens, tick(), &took);
-  }();
+    step = append_locked(sh, it->second, num_tokens, tick(), &took, &copy, &err);
+  }
   if (took) note_peak();
-  return r;
+  if (step == AppendStep::appended) return Result<std::optional<CopyOp>>(std::in_place);
+  if (step == AppendStep::copied) return Result<std::optional<CopyOp>>(std::in_place, copy);
+  return std::move(*err);
 }
 
 void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
@@ -708,15 +716,29 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
   // before this one started. (tick() takes one stamp; this takes seqs.size() at once.)
   const std::uint64_t base = impl_->clock.fetch_add(seqs.size(), std::memory_order_relaxed);
   bool took = false;
+  std::optional<Error> err;
+  CopyOp copy;
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     Shard& sh = shard_of(seqs[i]);
-    std::lock_guard<ShardLock> g(sh.mu);
-    auto it = sh.map.find(seqs[i]);
-    if (it == sh.map.end()) {
-      out.emplace_back(Error::sequence_not_found(seqs[i]));
-      continue;
+    AppendStep step = AppendStep::failed;
+    {
+      std::lock_guard<ShardLock> g(sh.mu);
+      auto it = sh.map.find(seqs[i]);
+      if (it == sh.map.end()) {
+        err.emplace(Error::sequence_not_found(seqs[i]));
+      } else {
+        step = append_locked(sh, it->second, num_tokens, base + i + 1, &took, &copy, &err);
+      }
     }
-    out.push_back(append_locked(sh, it->second, num_tokens, base + i + 1, &took));
+    // Each result is constructed in place in `out` (no Result temporary moved: see AppendStep).
+    if (step == AppendStep::appended) {
+      out.emplace_back(std::in_place);
+    } else if (step == AppendStep::copied) {
+      out.emplace_back(std::in_place, copy);
+    } else {
+      out.emplace_back(std::move(*err));
+      err.reset();
+    }
   }
   if (took) note_peak();
 }

@@ -231,8 +231,9 @@ class PagedKvCache {
   Shard& shard_of(SeqId seq) const noexcept;
   Stripe& my_stripe() const noexcept;
   std::uint64_t tick() noexcept;
-  Result<std::optional<CopyOp>> append_locked(Shard& sh, Entry& e, std::size_t num_tokens,
-                                              std::uint64_t stamp, bool* took);
+  enum class AppendStep : std::uint8_t { failed, appended, copied };  // append_locked's outcome
+  AppendStep append_locked(Shard& sh, Entry& e, std::size_t num_tokens, std::uint64_t stamp,
+                           bool* took, CopyOp* copy, std::optional<Error>* err);
   void note_peak() noexcept;
 
   std::size_t num_blocks_;
