@@ -92,6 +92,10 @@ struct PagedKvCache::Entry {
   SeqId id;
   std::vector<BlockId> blocks;
   std::vector<TokenRun> runs;  // empty iff num_tokens == 0
+  // runs.back().slot + runs.back().length (0 without runs): the slot the next token goes to.
+  // Kept here so that append's fast path reads no line outside the entry; every change of `runs`
+  // sets it (validate_unsafe checks it).
+  std::uint64_t end_slot = 0;
   std::uint64_t num_tokens = 0;
   std::uint64_t last_access = 0;
   std::uint64_t access_count = 0;
@@ -107,9 +111,7 @@ struct PagedKvCache::Entry {
   Entry* prev = nullptr;         // recency list links (LRU / StreamingLLM index), shard-guarded
   Entry* next = nullptr;
 
-  std::uint64_t next_slot() const noexcept {
-    return runs.empty() ? 0 : runs.back().slot + runs.back().length;
-  }
+  std::uint64_t next_slot() const noexcept { return end_slot; }
 };
 
 namespace {
@@ -160,16 +162,18 @@ class SeqMap {
   SeqMap(const SeqMap&) = delete;
   SeqMap& operator=(const SeqMap&) = delete;
   ~SeqMap() {
-    for (Slot& s : slots_) delete s.node;
+    for (std::size_t i = 0; i < cap_; ++i) delete slots_[i].node;
   }
 
   std::size_t size() const noexcept { return size_; }
   iterator begin() const noexcept { return iterator(first(), last()); }
   iterator end() const noexcept { return iterator(last(), last()); }
 
-  iterator find(SeqId id) const noexcept {
+  iterator find(SeqId id) const noexcept { return find(id, std::hash<SeqId>{}(id)); }
+  /// `hash` is std::hash<SeqId>{}(id), when the caller has it already.
+  iterator find(SeqId id, std::size_t hash) const noexcept {
     if (size_ == 0) return end();
-    for (std::size_t i = home(id.value);; i = (i + 1) & mask_) {
+    for (std::size_t i = (hash >> 8) & mask_;; i = (i + 1) & mask_) {
       Slot& s = first()[i];
       if (s.node == nullptr) return end();
       if (s.key == id.value) return iterator(&s, last());
@@ -179,7 +183,7 @@ class SeqMap {
 
   /// Inserts (id, entry); `id` must be absent. Returns the new element.
   iterator insert_new(SeqId id, Entry&& entry) {
-    if (2 * (size_ + 1) > slots_.size()) grow();
+    if (2 * (size_ + 1) > cap_) grow();
     auto node = std::make_unique<value_type>(id, std::move(entry));
     std::size_t i = home(id.value);
     while (slots_[i].node != nullptr) i = (i + 1) & mask_;
@@ -194,7 +198,7 @@ class SeqMap {
     --size_;
     // Backward shift: move later members of the probe run into the hole so that every member
     // stays reachable from its home slot without crossing an empty slot.
-    std::size_t hole = static_cast<std::size_t>(s - slots_.data());
+    std::size_t hole = static_cast<std::size_t>(s - slots_.get());
     for (std::size_t j = (hole + 1) & mask_; slots_[j].node != nullptr; j = (j + 1) & mask_) {
       const std::size_t h = home(slots_[j].key);
       // Stays if its home lies cyclically in (hole, j].
@@ -214,13 +218,16 @@ class SeqMap {
   std::size_t home(std::uint64_t key) const noexcept {
     return (std::hash<SeqId>{}(SeqId{key}) >> 8) & mask_;
   }
-  Slot* first() const noexcept { return const_cast<Slot*>(slots_.data()); }
-  Slot* last() const noexcept { return first() + slots_.size(); }
+  Slot* first() const noexcept { return slots_.get(); }
+  Slot* last() const noexcept { return slots_.get() + cap_; }
   void grow() {
-    std::vector<Slot> old =
-        std::exchange(slots_, std::vector<Slot>(std::max<std::size_t>(8, 2 * slots_.size())));
-    mask_ = slots_.size() - 1;
-    for (const Slot& s : old) {
+    const std::size_t old_cap = cap_;
+    const std::size_t new_cap = std::max<std::size_t>(8, 2 * old_cap);
+    std::unique_ptr<Slot[]> old = std::exchange(slots_, std::make_unique<Slot[]>(new_cap));
+    cap_ = new_cap;
+    mask_ = new_cap - 1;
+    for (std::size_t j = 0; j < old_cap; ++j) {
+      const Slot& s = old[j];
       if (s.node == nullptr) continue;
       std::size_t i = home(s.key);
       while (slots_[i].node != nullptr) i = (i + 1) & mask_;
@@ -228,28 +235,29 @@ class SeqMap {
     }
   }
 
-  std::vector<Slot> slots_;
-  std::size_t mask_ = 0;
+  // Four words; the shard keeps them in its first cache line with the lock.
+  std::unique_ptr<Slot[]> slots_;
+  std::size_t mask_ = 0;  // cap_ - 1; cap_ is a power of two, or 0 before the first insert
   std::size_t size_ = 0;
+  std::size_t cap_ = 0;
 };
 
 }  // namespace
 
 struct alignas(kLine) PagedKvCache::Shard {
+  // The first 64 bytes hold what append touches: the lock, the table, the list ends.
   mutable ShardLock mu;
-  SeqMap<Entry> map;                                          // guarded by mu
   EvictionStrategy::Kind kind = EvictionStrategy::Kind::lru;  // guarded by mu
-  std::atomic<std::size_t> size{0};  // map.size(), written under mu, read lock-free
+  SeqMap<Entry> map;                                          // guarded by mu
 
   // The victim index holds every unpinned entry, ordered by Key under `kind`:
-  //  * LRU and StreamingLLM: an intrusive list in last_access order. Every tick of an entry of
-  //    this shard is taken under `mu`, so ticks arrive in increasing order: insert and touch are
-  //    a push to the tail, O(1).
+  //  * LRU and StreamingLLM: an intrusive list in last_access order. Stamps taken under `mu`
+  //    (tick()) are the newest of the shard, so insert and touch are a push to the tail, O(1);
+  //    append_batch's stamps, taken before the lock, may walk back past entries touched since.
   //  * LFU, LongestFirst, Priority: an ordered set of keys, O(log n) per update.
   Entry* head = nullptr;  // least recent (list kinds)
   Entry* tail = nullptr;
   std::size_t listed = 0;
-  std::set<Key> index;  // (set kinds)
 
   // The index head, published for lock-free victim scans: written under `mu` whenever the head
   // changes, read relaxed by select/evict. Three words, so a concurrent reader may see a mix of
@@ -259,6 +267,8 @@ struct alignas(kLine) PagedKvCache::Shard {
   std::atomic<std::uint64_t> pub_access{kMax64};
   std::atomic<std::uint64_t> pub_seq{kMax64};
   Key published{kMax64, kMax64, kMax64};  // guarded by mu: last values stored above
+  std::atomic<std::size_t> size{0};       // map.size(), written under mu, read lock-free
+  std::set<Key> index;                    // (set kinds)
 
   void publish() noexcept {
     const std::optional<Key> h = index_head();
@@ -375,6 +385,40 @@ struct alignas(kLine) PagedKvCache::Shard {
     node.value() = new_key;
     index.insert(std::move(node));
     publish();
+  }
+  // append's recency update: `n` tokens were added and the entry was accessed at `stamp` (a later
+  // stamp that another call left on the entry stays). The list kinds take a short path: only an
+  // entry that was the head changes the published head, and the tail needs no move.
+  [[gnu::always_inline]] void touch_appended(Entry& e, std::uint64_t n, std::uint64_t stamp) {
+    if (e.pins > 0 || !uses_list()) {
+      update(e, [&](Entry& x) {
+        x.num_tokens += n;
+        x.last_access = std::max(x.last_access, stamp);
+        x.access_count += 1;
+      });
+      return;
+    }
+    e.num_tokens += n;
+    e.access_count += 1;
+    if (stamp <= e.last_access) return;
+    const bool was_head = head == &e;
+    e.last_access = stamp;
+    if (tail != &e) {
+      unlink(e);
+      place(e);
+    }
+    if (was_head) publish_list_head();
+  }
+  // publish() for the list kinds, inline: the key of a list head is {0, last_access, id}.
+  void publish_list_head() noexcept {
+    const Key k =
+        head != nullptr ? Key{0, head->last_access, head->id.value} : Key{kMax64, kMax64, kMax64};
+    if (k == published) return;
+    published = k;
+    // relaxed: a hint for scanners, as in publish().
+    pub_primary.store(k.primary, std::memory_order_relaxed);
+    pub_access.store(k.last_access, std::memory_order_relaxed);
+    pub_seq.store(k.seq, std::memory_order_relaxed);
   }
   std::optional<Key> index_head() const {
     if (uses_list()) return head != nullptr ? std::optional<Key>(key_of(*head)) : std::nullopt;
@@ -601,6 +645,7 @@ Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
     if (nb > 0) {
       if (Result<void> r = pool_->acquire(nb, e.blocks); !r) return r.error();
       e.runs.push_back(TokenRun{0, 0, num_tokens});
+      e.end_slot = num_tokens;
     }
     e.num_tokens = num_tokens;
     e.last_access = tick();
@@ -611,6 +656,22 @@ Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
   }
   if (nb > 0) note_peak();
   return {};
+}
+
+// append's fast path, inline in append and append_batch (append_locked, out of line, does the
+// rest): the tokens fit in the free slots of a last block that is known to be private, so no
+// copy, no block taken and no overflow (the slots exist). Most decode steps. Caller holds the
+// shard lock. Returns false, having changed nothing, when the slow path must run.
+template <class Shard, class Entry>
+[[gnu::always_inline]] inline bool append_fast(Shard& sh, Entry& e, std::size_t block_size,
+                                               std::size_t num_tokens, std::uint64_t stamp) {
+  if (num_tokens == 0 || e.maybe_shared || e.runs.empty() ||
+      num_tokens > e.blocks.size() * block_size - e.next_slot())
+    return false;
+  e.runs.back().length += num_tokens;
+  e.end_slot += num_tokens;
+  sh.touch_appended(e, num_tokens, stamp);
+  return true;
 }
 
 // The body of append() for one entry whose shard lock the caller holds. `stamp` is the recency
@@ -679,26 +740,28 @@ PagedKvCache::AppendStep PagedKvCache::append_locked(Shard& sh, Entry& e, std::s
     } else {
       e.runs.back().length += num_tokens;  // appended tokens follow the last kept slot
     }
+    e.end_slot = next + num_tokens;
   }
-  sh.update(e, [&](Entry& x) {
-    x.num_tokens += num_tokens;
-    x.last_access = std::max(x.last_access, stamp);
-    x.access_count += 1;
-  });
+  sh.touch_appended(e, num_tokens, stamp);
   return outcome;
 }
 
 Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_tokens) {
-  Shard& sh = shard_of(seq);
+  // One hash for the shard and the slot (after the lock the compiler would compute it again).
+  const std::size_t hash = std::hash<SeqId>{}(seq);
+  Shard& sh = impl_->shards[hash & (kShards - 1)];
   bool took = false;
   std::optional<Error> err;
   CopyOp copy;
   AppendStep step;
   {
     std::lock_guard<ShardLock> g(sh.mu);
-    auto it = sh.map.find(seq);
+    auto it = sh.map.find(seq, hash);
     if (it == sh.map.end()) return Error::sequence_not_found(seq);
-    step = append_locked(sh, it->second, num_tokens, tick(), &took, &copy, &err);
+    const std::uint64_t stamp = tick();
+    step = append_fast(sh, it->second, block_size_, num_tokens, stamp)
+               ? AppendStep::appended
+               : append_locked(sh, it->second, num_tokens, stamp, &took, &copy, &err);
   }
   if (took) note_peak();
   if (step == AppendStep::appended) return Result<std::optional<CopyOp>>(std::in_place);
@@ -719,15 +782,19 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
   std::optional<Error> err;
   CopyOp copy;
   for (std::size_t i = 0; i < seqs.size(); ++i) {
-    Shard& sh = shard_of(seqs[i]);
+    const SeqId seq = seqs[i];
+    const std::size_t hash = std::hash<SeqId>{}(seq);
+    Shard& sh = impl_->shards[hash & (kShards - 1)];
     AppendStep step = AppendStep::failed;
     {
       std::lock_guard<ShardLock> g(sh.mu);
-      auto it = sh.map.find(seqs[i]);
+      auto it = sh.map.find(seq, hash);
       if (it == sh.map.end()) {
-        err.emplace(Error::sequence_not_found(seqs[i]));
+        err.emplace(Error::sequence_not_found(seq));
       } else {
-        step = append_locked(sh, it->second, num_tokens, base + i + 1, &took, &copy, &err);
+        step = append_fast(sh, it->second, block_size_, num_tokens, base + i + 1)
+                   ? AppendStep::appended
+                   : append_locked(sh, it->second, num_tokens, base + i + 1, &took, &copy, &err);
       }
     }
     // Each result is constructed in place in `out` (no Result temporary moved: see AppendStep).
@@ -787,6 +854,7 @@ Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
   Entry d(dst);
   d.blocks = s.blocks;
   d.runs = s.runs;
+  d.end_slot = s.end_slot;
   d.num_tokens = s.num_tokens;
   d.priority = s.priority;  // a beam or sample inherits its request's priority
   d.streamed = s.streamed;
@@ -975,6 +1043,7 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
     sh.update(e, [&](Entry& x) {
       x.blocks = std::move(kept);
       x.runs = std::move(runs);
+      x.end_slot = x.runs.empty() ? 0 : x.runs.back().slot + x.runs.back().length;
       x.num_tokens = keep;
       x.streamed = true;
       x.maybe_shared = true;  // the new last block may be an earlier, shared one
@@ -1035,6 +1104,8 @@ std::string PagedKvCache::validate_unsafe() const {
           used[b] = 1;
       }
       if (tokens != e.num_tokens) return to_string(seq) + ": runs do not cover num_tokens";
+      if (e.end_slot != (e.runs.empty() ? 0 : e.runs.back().slot + e.runs.back().length))
+        return to_string(seq) + ": end_slot does not match its runs";
       if (std::find(used.begin(), used.end(), 0) != used.end())
         return to_string(seq) + ": holds a block with none of its tokens";
       for (std::size_t b = 0; b < e.blocks.size(); ++b) {
