@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cassert>
 #include <cmath>
 #include <cstdio>
@@ -269,16 +270,36 @@ struct alignas(kLine) PagedKvCache::Shard {
   Key published{kMax64, kMax64, kMax64};  // guarded by mu: last values stored above
   std::atomic<std::size_t> size{0};       // map.size(), written under mu, read lock-free
   std::set<Key> index;                    // (set kinds)
+  // This shard's bit in Impl::occupied (set in Impl's constructor): 1 while the published head
+  // is not empty, so victim scans visit only shards with candidates.
+  std::atomic<std::uint64_t>* occupied_word = nullptr;
+  std::uint64_t occupied_bit = 0;
+
+  void store_published(const Key& k) noexcept {
+    const bool was_empty = published.last_access == kMax64;
+    const bool now_empty = k.last_access == kMax64;
+    published = k;
+    // relaxed: a hint for scanners (see above); the shard lock orders the real data.
+    pub_primary.store(k.primary, std::memory_order_relaxed);
+    pub_access.store(k.last_access, std::memory_order_relaxed);
+    pub_seq.store(k.seq, std::memory_order_relaxed);
+    // The occupancy bit follows, only when emptiness changes (allocate into / free of the last
+    // candidate of a shard, not every append). relaxed: a hint exactly like the head; a scan
+    // racing with it may miss this shard or find it empty, as with a stale head.
+    if (was_empty != now_empty && occupied_word != nullptr) {
+      if (now_empty) {
+        occupied_word->fetch_and(~occupied_bit, std::memory_order_relaxed);
+      } else {
+        occupied_word->fetch_or(occupied_bit, std::memory_order_relaxed);
+      }
+    }
+  }
 
   void publish() noexcept {
     const std::optional<Key> h = index_head();
     const Key k = h ? *h : Key{kMax64, kMax64, kMax64};
     if (k == published) return;
-    published = k;
-    // relaxed: a hint for scanners (see above); the shard mutex orders the real data.
-    pub_primary.store(k.primary, std::memory_order_relaxed);
-    pub_access.store(k.last_access, std::memory_order_relaxed);
-    pub_seq.store(k.seq, std::memory_order_relaxed);
+    store_published(k);
   }
   Key read_published() const noexcept {
     return Key{pub_primary.load(std::memory_order_relaxed),
@@ -414,11 +435,7 @@ struct alignas(kLine) PagedKvCache::Shard {
     const Key k =
         head != nullptr ? Key{0, head->last_access, head->id.value} : Key{kMax64, kMax64, kMax64};
     if (k == published) return;
-    published = k;
-    // relaxed: a hint for scanners, as in publish().
-    pub_primary.store(k.primary, std::memory_order_relaxed);
-    pub_access.store(k.last_access, std::memory_order_relaxed);
-    pub_seq.store(k.seq, std::memory_order_relaxed);
+    store_published(k);
   }
   std::optional<Key> index_head() const {
     if (uses_list()) return head != nullptr ? std::optional<Key>(key_of(*head)) : std::nullopt;
@@ -452,8 +469,19 @@ struct alignas(kLine) PagedKvCache::Stripe {
 };
 
 struct PagedKvCache::Impl {
+  Impl() {
+    for (std::size_t i = 0; i < kShards; ++i) {
+      shards[i].occupied_word = &occupied[i / 64];
+      shards[i].occupied_bit = std::uint64_t{1} << (i % 64);
+    }
+  }
   std::array<Shard, kShards> shards;
   std::array<Stripe, kStripes> stripes;
+  // Bit i set while shard i's published head is not empty (Shard::store_published). Victim scans
+  // read these kShards / 64 words and then only the heads of occupied shards: with few live
+  // sequences a scan reads a few lines instead of kShards.
+  alignas(kLine) std::array<std::atomic<std::uint64_t>, kShards / 64> occupied{};
+  static_assert(kShards % 64 == 0);
   // Logical clock for recency: one relaxed RMW on its own line; its order agrees with
   // happens-before, which is all "exact LRU for calls one after another" needs.
   alignas(kLine) std::atomic<std::uint64_t> clock{0};
@@ -781,10 +809,17 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
   bool took = false;
   std::optional<Error> err;
   CopyOp copy;
+  std::size_t next_hash = std::hash<SeqId>{}(seqs[0]);
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     const SeqId seq = seqs[i];
-    const std::size_t hash = std::hash<SeqId>{}(seq);
+    const std::size_t hash = next_hash;
     Shard& sh = impl_->shards[hash & (kShards - 1)];
+    // The next item's shard line (lock, table header, list ends) starts loading now, so its
+    // miss overlaps this item's work. A prefetch reads no data: nothing races.
+    if (i + 1 < seqs.size()) {
+      next_hash = std::hash<SeqId>{}(seqs[i + 1]);
+      __builtin_prefetch(&impl_->shards[next_hash & (kShards - 1)], 1);
+    }
     AppendStep step = AppendStep::failed;
     {
       std::lock_guard<ShardLock> g(sh.mu);
@@ -898,18 +933,24 @@ std::vector<SeqId> PagedKvCache::sequence_ids() const {
 // ---- eviction ----
 
 namespace {
-// The shard whose published head is best (smallest key): a lock-free scan of kShards words
-// triples, no lock taken. nullptr if every shard looked empty; *seen = the key it saw.
-template <class Shards>
-auto* best_shard(Shards& shards, Key* seen) {
-  decltype(&shards[0]) best = nullptr;
+// The shard whose published head is best (smallest key): a lock-free scan of the occupied
+// shards' published heads, no lock taken. nullptr if every shard looked empty; *seen = the key it
+// saw.
+template <class Impl>
+auto* best_shard(Impl& impl, Key* seen) {
+  decltype(&impl.shards[0]) best = nullptr;
   Key& best_key = *seen;
-  for (auto& sh : shards) {
-    const Key k = sh.read_published();
-    if (k.last_access == kMax64) continue;  // empty
-    if (best == nullptr || k < best_key) {
-      best = &sh;
-      best_key = k;
+  for (std::size_t w = 0; w < impl.occupied.size(); ++w) {
+    // relaxed: a hint (see Shard::store_published); the chosen shard is re-read under its lock.
+    for (std::uint64_t bits = impl.occupied[w].load(std::memory_order_relaxed); bits != 0;
+         bits &= bits - 1) {
+      auto& sh = impl.shards[w * 64 + static_cast<std::size_t>(std::countr_zero(bits))];
+      const Key k = sh.read_published();
+      if (k.last_access == kMax64) continue;  // emptied since the bit was read
+      if (best == nullptr || k < best_key) {
+        best = &sh;
+        best_key = k;
+      }
     }
   }
   return best;
@@ -925,7 +966,7 @@ std::optional<SeqId> PagedKvCache::select_eviction_target() const {
   std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
   for (int attempt = 0;; ++attempt) {
     Key seen{};
-    const Shard* sh = best_shard(impl_->shards, &seen);
+    const Shard* sh = best_shard(*impl_, &seen);
     if (sh == nullptr) return std::nullopt;
     std::lock_guard<ShardLock> g(sh->mu);
     std::optional<Key> k = sh->index_head();
@@ -941,7 +982,7 @@ Result<SeqId> PagedKvCache::evict() {
     std::shared_lock<std::shared_mutex> r(impl_->strategy_mu);
     for (int attempt = 0;; ++attempt) {
       Key seen{};
-      Shard* sh = best_shard(impl_->shards, &seen);
+      Shard* sh = best_shard(*impl_, &seen);
       if (sh == nullptr) return Error::invalid_operation("No sequences to evict");
       std::lock_guard<ShardLock> g(sh->mu);
       const std::optional<Key> real = sh->index_head();
@@ -1073,6 +1114,9 @@ std::string PagedKvCache::validate_unsafe() const {
       const std::optional<Key> h = sh.index_head();
       if (sh.read_published() != (h ? *h : Key{kMax64, kMax64, kMax64}))
         return "shard " + std::to_string(s) + ": published head is stale";
+      const bool bit = (impl_->occupied[s / 64].load() >> (s % 64)) & 1;
+      if (bit != h.has_value())
+        return "shard " + std::to_string(s) + ": occupancy bit disagrees with its head";
     }
     if (sh.uses_list()) {
       // One walk: sorted by recency, only unpinned entries of this shard, each once.
