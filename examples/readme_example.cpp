@@ -2,7 +2,9 @@
 // BEGIN README EXAMPLE
 #include <cassert>
 #include <iostream>
+#include <optional>
 #include <pkv/pkv.hpp>
+#include <vector>
 
 int main() {
   // 1024 blocks of 16 tokens; 32 heads x 128 dims (f16) => 256 KiB of KV per block.
@@ -24,6 +26,13 @@ int main() {
     // The caller copies the KV data of block copy->src into copy->dst before writing the token.
     std::cout << "copy-on-write: " << copy->src << " -> " << copy->dst << '\n';
   }
+
+  // A decode step: one token for every running sequence in one call (one clock update for the
+  // whole batch); results[i] is what append(running[i], 1) would have returned.
+  const pkv::SeqId running[] = {prompt, beam};
+  std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;
+  cache.append_batch(running, 1, results);
+  for (const auto& r : results) assert(r.has_value());
 
   (void)cache.free(prompt);
   (void)cache.free(beam);
