@@ -358,6 +358,7 @@ class Stress {
   // ---- operations (each runs in worker `t`) -------------------------------------------------
   void op_allocate(unsigned t);
   void op_append(unsigned t, bool blind);
+  void op_append_batch(unsigned t);
   void op_fork(unsigned t, bool cross);
   void op_free(unsigned t);
   void op_streaming(unsigned t);
@@ -437,6 +438,56 @@ void Stress::op_allocate(unsigned t) {
   tr.tokens = n;
   write_tokens(*info, tr, 0, n);
   w.live.push_back(std::move(tr));
+}
+
+// A decode step over some of this worker's sequences (a duplicate now and then) through
+// append_batch, blind like a blind append (no data written, eviction may race with it): every
+// item must be what append() would have returned at its turn, and a sequence reported missing by
+// one item must stay missing for the later items of the same batch.
+void Stress::op_append_batch(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  std::vector<std::size_t> idx;
+  std::vector<SeqId> ids;
+  for (std::size_t k = 1 + w.rng() % 4; k > 0; --k) {
+    idx.push_back(w.rng() % w.live.size());
+    ids.push_back(SeqId{w.live[idx.back()].id});
+  }
+  const std::uint64_t n = w.rng() % 3;
+  std::vector<pkv::Result<std::optional<CopyOp>>> out;
+  cache_->append_batch(ids, n, out);
+  if (out.size() != ids.size()) return violation("append_batch: not one result per item");
+  std::vector<bool> gone(w.live.size(), false);
+  for (std::size_t j = 0; j < ids.size(); ++j) {
+    const pkv::Result<std::optional<CopyOp>>& r = out[j];
+    Tracked& tr = w.live[idx[j]];
+    if (!r) {
+      if (r.error().code() == Errc::sequence_not_found) {
+        expect_not_found(r.error(), tr.id, "append_batch item");
+        gone[idx[j]] = true;
+        continue;
+      }
+      if (r.error().code() != Errc::out_of_memory)
+        violation("append_batch item: unexpected \"" + r.error().message() + "\"");
+      ++w.stats.oom;
+      w.pressure = true;
+      continue;
+    }
+    if (gone[idx[j]])
+      violation("append_batch: " + s(tr.id) + " reported missing, then appended to");
+    ++w.stats.blind;
+    if (r.value()) {
+      ++w.stats.copies;
+      if (hold_) ++tr.pending;  // released by a later copy_done, free or evict
+    }
+    tr.tokens += n;
+    tr.tainted = true;
+    tr.keys.clear();
+  }
+  for (std::size_t i = gone.size(); i-- > 0;)  // from the back: forget() moves the last entry
+    if (gone[i]) forget(w, i, true);
 }
 
 void Stress::op_append(unsigned t, bool blind) {
@@ -881,8 +932,10 @@ void Stress::worker(unsigned t) {
     const unsigned pick = static_cast<unsigned>(w.rng() % 1000);
     if (pick < 180) {
       op_allocate(t);
-    } else if (pick < 580) {
+    } else if (pick < 572) {
       op_append(t, w.rng() % 100 < opt_.blind);
+    } else if (pick < 580) {
+      op_append_batch(t);
     } else if (pick < 670) {
       op_fork(t, w.rng() % 100 < opt_.cross);
     } else if (pick < 720) {
