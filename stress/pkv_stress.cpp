@@ -613,8 +613,12 @@ void Stress::op_append(unsigned t, bool blind) {
     if (copy->src != pre->block_ids.back() || copy->dst != post->block_ids[old_nb - 1] ||
         copy->dst == copy->src)
       return fail("CopyOp does not name the old and the new last block");
+    // Copy the slots this sequence had filled (its tokens), not the whole block: once this
+    // sequence let go of the source, another holder left alone with it may append into its free
+    // slots (append's contract), and those are not ours to read.
+    const std::uint64_t fill = next - (old_nb - 1) * bs();
     std::memcpy(&arena_[copy->dst.value * bs()], &arena_[copy->src.value * bs()],
-                bs() * sizeof(Slot));
+                fill * sizeof(Slot));
     if (hold_) {
       auto d = cache_->copy_done(seq);
       if (!d || d.value() != tr.pending + 1)
@@ -663,6 +667,13 @@ void Stress::op_fork(unsigned t, bool cross) {
     copy = src;
     copy.id = dst;
     copy.pending = 0;
+    if (owner == t) {
+      // A local fork joins the live list before the mutex is released: otherwise another
+      // thread's cross fork of the lineage could mark the members exported in between and miss
+      // this one (it would then append without the pin fork that keeps its copy source intact).
+      w.live.push_back(std::move(copy));
+      return;
+    }
   }
   std::lock_guard<std::mutex> own(w.mu);
   w.live.push_back(std::move(copy));

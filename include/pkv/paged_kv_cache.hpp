@@ -168,10 +168,12 @@ class PagedKvCache {
   /// of the last block. If the last block has free slots but is shared (after fork), the sequence
   /// first moves to a fresh private block and the CopyOp {shared, fresh} is returned: the caller
   /// copies the block's KV data before writing. At most one CopyOp per call. All or nothing.
-  /// The copy's source keeps its data while some other sequence holds it: by default this
-  /// sequence's reference is dropped before append returns (as in vLLM), so perform the copy
-  /// before freeing or evicting the last other holder; with Options::hold_copy_sources the
-  /// source stays held by this sequence until copy_done(seq).
+  /// The copy's source keeps the slots this sequence had filled while some other sequence holds
+  /// it: by default this sequence's reference is dropped before append returns (as in vLLM), so
+  /// perform the copy before freeing or evicting the last other holder, and copy only those
+  /// filled slots (an other holder left alone with the block appends into its free slots in
+  /// place); with Options::hold_copy_sources the source stays held by this sequence, and is not
+  /// written by anyone, until copy_done(seq).
   /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
 
