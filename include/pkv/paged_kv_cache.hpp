@@ -26,9 +26,10 @@
 //     * Victim selection is not a scan of every sequence: each shard keeps an index of its
 //       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
 //       touch; LFU / LongestFirst / Priority: an ordered set) and publishes its head in atomics.
-//       select/evict scan the kShards published heads without locking, then lock only the best
-//       shard and take its real head, scanning again if that head changed since the scan (a
-//       bounded number of times): O(kShards) reads + one lock. evict() removes the victim
+//       select/evict scan the published heads of the occupied shards (a kShards-bit occupancy
+//       map kept with the heads) without locking, then lock only the best shard and take its
+//       real head, scanning again if that head changed since the scan (a bounded number of
+//       times): O(kShards / 64 + occupied shards) reads + one lock. evict() removes the victim
 //       under that lock, so a sequence is never freed twice and evict() never returns an id that
 //       another thread freed first. The choice is exact when no other call is in flight; under
 //       concurrency it is the best head of a shard that looked best during the scan.
@@ -42,7 +43,8 @@
 //       shards, so under concurrent calls the victim may be one no sequential order would pick,
 //       and an evict racing with inserts may report "No sequences to evict"; allocate / append /
 //       fork take their recency stamp and their blocks at two points, so two overlapping calls
-//       may be ordered one way by recency and the other by their effect on free blocks. All are
+//       may be ordered one way by recency and the other by their effect on free blocks;
+//       append_batch is one linearizable append per item, not one step for the batch. All are
 //       exact when no other call is in flight.
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
 //       operator<<) read several words without a common lock: exact whenever no call is in flight,
