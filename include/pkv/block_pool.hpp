@@ -50,15 +50,10 @@
 #include <string>
 #include <vector>
 
+#include "pkv/detail/spin_lock.hpp"
 #include "pkv/types.hpp"
 
 namespace pkv {
-
-namespace detail {
-/// Spin briefly, then yield: a preempted lock holder on an oversubscribed machine (more threads
-/// than cores) must get the CPU back quickly.
-void spin_pause(unsigned& spins) noexcept;
-}  // namespace detail
 
 inline constexpr std::uint32_t kPoolMaxMagazine = 64;
 inline constexpr std::uint32_t kPoolMaxBlocks = 0xFFFFFFFEu;
@@ -157,7 +152,7 @@ class BasicBlockPool {
                 "the shared list head {index, tag} is one lock-free 64-bit word");
 
   struct alignas(kLine) Slot {
-    Atom<std::uint32_t> lock{0};            // 0 free, 1 held; acquire/release pairs
+    detail::BasicSpinLock<Atom> lock;       // guards the fields below (spin then yield)
     Atom<std::uint32_t> count{0};           // ids in items[]; written under lock
     Atom<std::uint64_t> acquired{0};        // stats, written under lock (load+store)
     Atom<std::uint64_t> released{0};        // stats, written under lock (load+store)

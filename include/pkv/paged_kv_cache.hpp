@@ -233,6 +233,7 @@ class PagedKvCache {
   struct Impl;
 
   Shard& shard_of(SeqId seq) const noexcept;
+  Shard& shard_at(std::size_t hash) const noexcept;  // hash = std::hash<SeqId>{}(seq)
   Stripe& my_stripe() const noexcept;
   std::uint64_t tick() noexcept;
   enum class AppendStep : std::uint8_t { failed, appended, copied };  // append_locked's outcome

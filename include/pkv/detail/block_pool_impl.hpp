@@ -83,17 +83,12 @@ typename BasicBlockPool<Atom>::Slot* BasicBlockPool<Atom>::my_slot() noexcept {
 
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::lock(Slot& s) noexcept {
-  unsigned spins = 0;
-  // acquire: pairs with the release in unlock(); the holder's writes to items/count are visible.
-  while (s.lock.exchange(1, std::memory_order_acquire) != 0) {
-    // Test before test-and-set: spin on a shared read, not on an RMW that bounces the line.
-    while (s.lock.load(std::memory_order_relaxed) != 0) detail::spin_pause(spins);
-  }
+  s.lock.lock();  // the holder's writes to items/count become visible (acquire)
 }
 
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::unlock(Slot& s) noexcept {
-  s.lock.store(0, std::memory_order_release);  // publishes items/count to the next holder
+  s.lock.unlock();  // publishes items/count to the next holder (release)
 }
 
 // ---- shared lock-free list ----
