@@ -355,6 +355,38 @@ class Stress {
     w.live.pop_back();
   }
 
+  // The outcome of a blind append (no data written; one append() or one append_batch item) on
+  // w's sequence `tr`, `what` naming the call: counts it, or checks and counts its error.
+  // Returns false when the sequence is gone (evicted meanwhile): the caller forgets it.
+  bool blind_appended(Worker& w, Tracked& tr, std::uint64_t n,
+                      const pkv::Result<std::optional<CopyOp>>& r, const char* what) {
+    if (!r) {
+      if (r.error().code() == Errc::sequence_not_found) {
+        expect_not_found(r.error(), tr.id, what);
+        return false;
+      }
+      if (r.error().code() != Errc::out_of_memory)
+        violation(std::string(what) + ": unexpected \"" + r.error().message() + "\"");
+      ++w.stats.oom;
+      w.pressure = true;
+      return true;
+    }
+    ++w.stats.blind;
+    if (r.value()) ++w.stats.copies;
+    if (hold_ && r.value()) {
+      ++tr.pending;
+      if (w.rng() % 2 == 0) {  // or leave them to a later copy_done, free or evict
+        auto d = cache_->copy_done(SeqId{tr.id});
+        if (d && d.value() != tr.pending) violation("copy_done released a wrong count");
+        tr.pending = 0;
+      }
+    }
+    tr.tokens += n;
+    tr.tainted = true;
+    tr.keys.clear();
+    return true;
+  }
+
   // ---- operations (each runs in worker `t`) -------------------------------------------------
   void op_allocate(unsigned t);
   void op_append(unsigned t, bool blind);
@@ -461,30 +493,10 @@ void Stress::op_append_batch(unsigned t) {
   if (out.size() != ids.size()) return violation("append_batch: not one result per item");
   std::vector<bool> gone(w.live.size(), false);
   for (std::size_t j = 0; j < ids.size(); ++j) {
-    const pkv::Result<std::optional<CopyOp>>& r = out[j];
     Tracked& tr = w.live[idx[j]];
-    if (!r) {
-      if (r.error().code() == Errc::sequence_not_found) {
-        expect_not_found(r.error(), tr.id, "append_batch item");
-        gone[idx[j]] = true;
-        continue;
-      }
-      if (r.error().code() != Errc::out_of_memory)
-        violation("append_batch item: unexpected \"" + r.error().message() + "\"");
-      ++w.stats.oom;
-      w.pressure = true;
-      continue;
-    }
-    if (gone[idx[j]])
+    if (gone[idx[j]] && out[j])
       violation("append_batch: " + s(tr.id) + " reported missing, then appended to");
-    ++w.stats.blind;
-    if (r.value()) {
-      ++w.stats.copies;
-      if (hold_) ++tr.pending;  // released by a later copy_done, free or evict
-    }
-    tr.tokens += n;
-    tr.tainted = true;
-    tr.keys.clear();
+    if (!blind_appended(w, tr, n, out[j], "append_batch item")) gone[idx[j]] = true;
   }
   for (std::size_t i = gone.size(); i-- > 0;)  // from the back: forget() moves the last entry
     if (gone[i]) forget(w, i, true);
@@ -500,31 +512,8 @@ void Stress::op_append(unsigned t, bool blind) {
   const std::uint64_t n =
       w.rng() % 4 == 0 ? std::uniform_int_distribution<std::uint64_t>(0, 3 * bs())(w.rng) : 1;
   if (blind) {
-    auto r = cache_->append(SeqId{tr.id}, n);
-    if (!r) {
-      if (r.error().code() == Errc::sequence_not_found) {
-        expect_not_found(r.error(), tr.id, "blind append");
-        return forget(w, idx, true);
-      }
-      if (r.error().code() != Errc::out_of_memory)
-        violation("blind append: unexpected \"" + r.error().message() + "\"");
-      ++w.stats.oom;
-      w.pressure = true;
-      return;
-    }
-    ++w.stats.blind;
-    if (r.value()) ++w.stats.copies;
-    if (hold_ && r.value()) {
-      ++tr.pending;
-      if (w.rng() % 2 == 0) {  // or leave them to a later copy_done, free or evict
-        auto d = cache_->copy_done(SeqId{tr.id});
-        if (d && d.value() != tr.pending) violation("copy_done released a wrong count");
-        tr.pending = 0;
-      }
-    }
-    tr.tokens += n;
-    tr.tainted = true;
-    tr.keys.clear();
+    if (!blind_appended(w, tr, n, cache_->append(SeqId{tr.id}, n), "blind append"))
+      forget(w, idx, true);
     return;
   }
 
