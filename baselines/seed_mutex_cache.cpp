@@ -157,11 +157,14 @@ Result<std::optional<CopyOp>> SeedMutexCache::append(SeqId seq, std::size_t num_
 }
 
 void SeedMutexCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
-                                  std::vector<Result<std::optional<CopyOp>>>& out) {
+                                  AppendBatchOutcome& out) {
   out.clear();
-  out.reserve(seqs.size());
+  out.items = seqs.size();
   std::lock_guard lock(mu_);  // the mutex design's batch: one lock for the whole step
-  for (const SeqId seq : seqs) out.push_back(append_locked(seq, num_tokens));
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    auto r = append_locked(seqs[i], num_tokens);
+    if (!r) out.errors.push_back({i, r.error()});  // (no copy-on-write: never a CopyOp)
+  }
 }
 
 Result<std::optional<CopyOp>> SeedMutexCache::append_locked(SeqId seq, std::size_t num_tokens) {

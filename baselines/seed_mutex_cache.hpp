@@ -81,8 +81,7 @@ class SeedMutexCache {
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
   /// pkv's append_batch for the mutex design: the whole batch under one lock (what a user of
   /// this design would write for a decode step once per-token locking showed up in a profile).
-  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
-                    std::vector<Result<std::optional<CopyOp>>>& out);
+  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens, AppendBatchOutcome& out);
   Result<void> free(SeqId seq);
   Result<void> fork(SeqId src, SeqId dst);
   std::optional<SequenceInfo> get_sequence(SeqId seq) const;

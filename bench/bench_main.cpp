@@ -180,6 +180,7 @@ void register_all() {
   add_cache<Pkv>("pkv");
   add_cache<Seed>("seed_mutex");
   add_batch<Pkv>("pkv_batch");
+  add_batch<PkvAffine>("pkv_affine_batch");
   add_batch<Seed>("seed_mutex_batch");
   add_evict<Pkv>("pkv");
   add_evict<Seed>("seed_mutex");

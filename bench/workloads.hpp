@@ -99,9 +99,21 @@ class Lengths {
   std::vector<std::uint32_t> v_;
 };
 
+/// Each benchmark thread makes its own sequence ids: (thread + 1) << kOwnerShift, then + 1, ...
+inline constexpr unsigned kOwnerShift = 40;
 inline std::uint64_t seq_base(int tid) {
-  return (static_cast<std::uint64_t>(tid) + 1) << 40;
+  return (static_cast<std::uint64_t>(tid) + 1) << kOwnerShift;
 }
+
+/// pkv configured as a scheduler whose threads own their ids would configure it: the owner in the
+/// ids' high bits picks a slice of the shards (PagedKvCache::Options::affinity_shift).
+class PkvAffine final : public pkv::PagedKvCache {
+ public:
+  PkvAffine(std::size_t num_blocks, std::size_t block_size, std::size_t num_heads,
+            std::size_t head_dim)
+      : PagedKvCache(num_blocks, block_size, num_heads, head_dim,
+                     Options{.affinity_shift = kOwnerShift}) {}
+};
 
 template <class Cache>
 std::unique_ptr<Cache> make_cache(std::size_t num_blocks) {
@@ -221,8 +233,7 @@ class DecodeStep final {
       s.ids.clear();
       for (const Live& l : s.live) s.ids.push_back(SeqId{l.id});
       cache_->append_batch(s.ids, 1, s.results);
-      for (const auto& r : s.results)
-        if (!r) die("decode append_batch", r.error());
+      if (!s.results.all_appended()) die("decode append_batch", s.results.errors.front().error);
     }
     for (Live& l : s.live) {
       if constexpr (!Batch) (void)must(cache_->append(SeqId{l.id}, 1), "decode append");
@@ -247,8 +258,8 @@ class DecodeStep final {
     std::uint64_t next = 0;
     std::size_t cursor = 0;
     std::vector<Live> live;
-    std::vector<SeqId> ids;                                        // Batch: the step's ids
-    std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;  // Batch: their outcomes
+    std::vector<SeqId> ids;           // Batch: the step's ids
+    pkv::AppendBatchOutcome results;  // Batch: their outcomes
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;
@@ -343,7 +354,8 @@ class MixedScheduler final {
       s.next = seq_base(t);
       s.cursor = static_cast<std::size_t>(t) * 1019;
       s.rng.s = static_cast<std::uint64_t>(t) + 11;
-      s.running.reserve(2 * kRunning);
+      s.ids.reserve(2 * kRunning);
+      s.remaining.reserve(2 * kRunning);
     }
   }
   const Cache& cache() const { return *cache_; }
@@ -359,55 +371,66 @@ class MixedScheduler final {
       (void)cache_->evict();
     }
     // Admission.
-    for (int k = 0; k < 2 && s.running.size() < kRunning; ++k) {
-      const std::uint64_t id = s.next++;
+    for (int k = 0; k < 2 && s.ids.size() < kRunning; ++k) {
+      const SeqId id{s.next++};
       const std::uint32_t prompt = Lengths::prompts()[s.cursor];
-      auto r = cache_->allocate(SeqId{id}, prompt);
+      auto r = cache_->allocate(id, prompt);
       ++items;
       if (!r && r.error().code() == pkv::Errc::out_of_memory) {
         (void)cache_->evict();
-        r = cache_->allocate(SeqId{id}, prompt);
+        r = cache_->allocate(id, prompt);
         items += 2;
       }
       if (!r) {
         if (r.error().code() != pkv::Errc::out_of_memory) die("mixed allocate", r.error());
         break;  // stays waiting
       }
-      s.running.push_back(Run{id, Lengths::outputs()[s.cursor++]});
+      s.ids.push_back(id);
+      s.remaining.push_back(Lengths::outputs()[s.cursor++]);
     }
-    // Decode.
-    if constexpr (Batch) {
-      s.ids.clear();
-      for (const Run& run : s.running) s.ids.push_back(SeqId{run.id});
-      cache_->append_batch(s.ids, 1, s.results);
-    }
-    // Finished and lost sequences leave the running list in place (stable compaction), so the
+    // Decode. The running batch is kept as the scheduler's own arrays (ids, tokens remaining),
+    // which the batch variant hands to append_batch as they are.
+    if constexpr (Batch) cache_->append_batch(s.ids, 1, s.results);
+    // Finished and lost sequences leave the running arrays in place (stable compaction), so the
     // per-call and the batch variant make the same calls in the same order.
     std::size_t kept = 0;
-    for (std::size_t i = 0; i < s.running.size(); ++i) {
-      Run& run = s.running[i];
+    std::size_t next_error =
+        0;  // Batch: the first error not yet consumed (errors are in item order)
+    for (std::size_t i = 0; i < s.ids.size(); ++i) {
       ++items;
+      bool gone = false;
       if constexpr (Batch) {
-        if (!decode_one(run, s.results[i], items)) s.running[kept++] = run;
+        const auto& errors = s.results.errors;
+        const bool failed = next_error < errors.size() && errors[next_error].item == i;
+        gone = decode_one(s.ids[i], s.remaining[i], failed ? &errors[next_error++].error : nullptr,
+                          items);
       } else {
-        if (!decode_one(run, cache_->append(SeqId{run.id}, 1), items)) s.running[kept++] = run;
+        const auto r = cache_->append(s.ids[i], 1);
+        gone = decode_one(s.ids[i], s.remaining[i], r ? nullptr : &r.error(), items);
+      }
+      if (!gone) {
+        s.ids[kept] = s.ids[i];
+        s.remaining[kept] = s.remaining[i];
+        ++kept;
       }
     }
-    s.running.resize(kept);
+    s.ids.resize(kept);
+    s.remaining.resize(kept);
 
     // Occasional scheduler work.
-    if (!s.running.empty()) {
-      const Run& pick = s.running[s.rng.below(static_cast<std::uint32_t>(s.running.size()))];
-      if (s.steps % 16 == 0 && s.running.size() < 2 * kRunning && pick.remaining > 1) {
-        const std::uint64_t child = s.next++;
+    if (!s.ids.empty()) {
+      const std::size_t pick = s.rng.below(static_cast<std::uint32_t>(s.ids.size()));
+      if (s.steps % 16 == 0 && s.ids.size() < 2 * kRunning && s.remaining[pick] > 1) {
+        const SeqId child{s.next++};
         ++items;
-        if (cache_->fork(SeqId{pick.id}, SeqId{child})) {
-          s.running.push_back(Run{child, pick.remaining});
+        if (cache_->fork(s.ids[pick], child)) {
+          s.ids.push_back(child);
+          s.remaining.push_back(s.remaining[pick]);
         }
       }
       if (s.steps % 4 == 0) {
         ++items;
-        auto info = cache_->get_sequence(SeqId{pick.id});
+        auto info = cache_->get_sequence(s.ids[pick]);
         benchmark_sink(info ? info->block_ids.size() : 0);
       }
     }
@@ -420,33 +443,33 @@ class MixedScheduler final {
   }
 
  private:
-  struct Run;
-  using AppendResult = pkv::Result<std::optional<pkv::CopyOp>>;
-  // One running sequence's append outcome (read in place, not moved): on out_of_memory evict and
+  // One running sequence's append outcome (`error` null: appended): on out_of_memory evict and
   // retry once; sequence_not_found means another thread preempted it. Returns true when the
   // sequence leaves the running list (finished, lost or given up).
-  bool decode_one(Run& run, const AppendResult& first, std::int64_t& items) {
-    if (!first && first.error().code() == pkv::Errc::out_of_memory) {
+  bool decode_one(SeqId id, std::uint32_t& remaining, const pkv::Error* error,
+                  std::int64_t& items) {
+    if (error != nullptr && error->code() == pkv::Errc::out_of_memory) {
       (void)cache_->evict();
       items += 2;
-      return settle(run, cache_->append(SeqId{run.id}, 1), items);
+      const auto r = cache_->append(id, 1);
+      return settle(id, remaining, r ? nullptr : &r.error(), items);
     }
-    return settle(run, first, items);
+    return settle(id, remaining, error, items);
   }
-  bool settle(Run& run, const AppendResult& r, std::int64_t& items) {
-    if (!r) {
-      if (r.error().code() != pkv::Errc::sequence_not_found &&
-          r.error().code() != pkv::Errc::out_of_memory) {
-        die("mixed append", r.error());
+  bool settle(SeqId id, std::uint32_t& remaining, const pkv::Error* error, std::int64_t& items) {
+    if (error != nullptr) {
+      if (error->code() != pkv::Errc::sequence_not_found &&
+          error->code() != pkv::Errc::out_of_memory) {
+        die("mixed append", *error);
       }
-      if (r.error().code() == pkv::Errc::out_of_memory) {
-        (void)cache_->free(SeqId{run.id});  // give up on it (a real engine would recompute)
+      if (error->code() == pkv::Errc::out_of_memory) {
+        (void)cache_->free(id);  // give up on it (a real engine would recompute)
         ++items;
       }
       return true;
     }
-    if (--run.remaining == 0) {
-      (void)cache_->free(SeqId{run.id});  // sequence_not_found if preempted meanwhile: fine
+    if (--remaining == 0) {
+      (void)cache_->free(id);  // sequence_not_found if preempted meanwhile: fine
       ++items;
       return true;
     }
@@ -455,18 +478,14 @@ class MixedScheduler final {
   static void benchmark_sink(std::uint64_t v) {
     asm volatile("" : : "r"(v) : "memory");  // keep the result alive, like DoNotOptimize
   }
-  struct Run {
-    std::uint64_t id = 0;
-    std::uint32_t remaining = 0;
-  };
   struct T {
     std::uint64_t next = 0;
     std::size_t cursor = 0;
     std::uint64_t steps = 0;
     Rng rng{0};
-    std::vector<Run> running;
-    std::vector<SeqId> ids;                                        // Batch: the step's ids
-    std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;  // Batch: their outcomes
+    std::vector<SeqId> ids;                // the running batch
+    std::vector<std::uint32_t> remaining;  // tokens each still generates
+    pkv::AppendBatchOutcome results;       // Batch: the step's outcomes
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;

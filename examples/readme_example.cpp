@@ -28,12 +28,14 @@ int main() {
   }
 
   // A decode step: one token for every running sequence in one call (one clock update for the
-  // whole batch); results[i] is what append(running[i], 1) would have returned.
+  // whole batch). Every item appended except those in step.errors; step.copies are the CopyOps.
   const pkv::SeqId running[] = {prompt, beam};
-  std::vector<pkv::Result<std::optional<pkv::CopyOp>>> results;
-  cache.append_batch(running, 1, results);
-  std::size_t stepped = 0;
-  for (const auto& r : results) stepped += r.has_value() ? 1 : 0;  // else r.error().code()
+  pkv::AppendBatchOutcome step;  // reuse it across steps
+  cache.append_batch(running, 1, step);
+  for (const auto& c : step.copies) std::cout << "item " << c.item << " copies " << c.copy << '\n';
+  for (const auto& e : step.errors)
+    std::cerr << running[e.item] << ": " << e.error.message() << '\n';
+  const std::size_t stepped = step.items - step.errors.size();
 
   (void)cache.free(prompt);
   (void)cache.free(beam);

@@ -6,10 +6,11 @@
 //
 // Input format (all one byte each, read until the input ends; missing bytes read as 0):
 //   config: num_blocks = 1 + b % 16, block_size = 1 + b % 5, magazine = {0,1,2,4,32,64}[b % 6]
-//           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4,
-//           head_dim = 1 + b % 8
+//           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4 and
+//           affinity_shift = (b / 4) % 3 from the same byte, head_dim = 1 + b % 8
 //   then per call: kind = b % 17 (OpKind order in harness.hpp), followed by its arguments:
-//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard); token counts b < 240
+//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under hashed
+//     placement); token counts b < 240
 //     ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
 //     includes -0.5, 1.5, NaN and +-inf.
 // At most 400 calls per input.
@@ -141,7 +142,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint8_t mag = in.u8();
   cfg.magazine_size = kMagazines[mag % 6];
   cfg.hold_copy_sources = (mag / 6) % 2 == 1;
-  cfg.num_heads = 1 + in.u8() % 4;
+  const std::uint8_t heads = in.u8();
+  cfg.num_heads = 1 + heads % 4;
+  cfg.affinity_shift = (heads / 4) % 3;  // 0: hashed placement; 1, 2: by owner bits
   cfg.head_dim = 1 + in.u8() % 8;
   Harness h(cfg);
   if (!h.init_error().empty()) fail("create", h.init_error());

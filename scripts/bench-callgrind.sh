@@ -40,7 +40,7 @@ for impl in pkv seed_mutex; do
   done
   workloads+=("BM_evict_victim/lru/100000/$impl:20")
 done
-for impl in pkv_batch seed_mutex_batch; do  # the decode-step API (append_batch)
+for impl in pkv_batch pkv_affine_batch seed_mutex_batch; do  # the decode-step API (append_batch)
   workloads+=("BM_decode_step/$impl:3000" "BM_mixed_scheduler/$impl:3000")
 done
 

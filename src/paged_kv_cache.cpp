@@ -59,15 +59,26 @@ std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size
     bytes *= f;
   }
   if (auto e = detail::pool_config_error(num_blocks, options.pool.magazine_size)) return e;
+  if (options.affinity_shift > 63)
+    return Error::invalid_argument("affinity_shift " + std::to_string(options.affinity_shift) +
+                                   " is not a bit position of a 64-bit id (0..63)");
   *block_bytes = bytes / num_blocks;
   return std::nullopt;
 }
+
+// Recency-list links (LRU / StreamingLLM index). Each shard's list is a ring through a sentinel
+// hook in the shard, so linking and unlinking never branch on the list's ends: with several
+// sequences per shard those branches went either way at random, a mispredict per append.
+struct ListHook {
+  ListHook* prev = nullptr;  // shard-guarded, like the whole list
+  ListHook* next = nullptr;
+};
 
 }  // namespace
 
 // ---- internal state ----
 
-struct PagedKvCache::Entry {
+struct PagedKvCache::Entry : ListHook {  // the hook links it into its shard's recency list
   explicit Entry(SeqId s) : id(s) {}
   SeqId id;
   std::vector<BlockId> blocks;
@@ -88,8 +99,6 @@ struct PagedKvCache::Entry {
   // can only become shared through fork of this entry, which holds this shard's lock.
   bool maybe_shared = false;
   std::vector<BlockId> pending;  // copy-on-write sources still held (Options::hold_copy_sources)
-  Entry* prev = nullptr;         // recency list links (LRU / StreamingLLM index), shard-guarded
-  Entry* next = nullptr;
 
   std::uint64_t next_slot() const noexcept { return end_slot; }
   // What end_slot must be for these runs.
@@ -164,6 +173,15 @@ class SeqMap {
     }
   }
   bool contains(SeqId id) const noexcept { return find(id) != end(); }
+  /// find() for the hot paths: the entry, or nullptr (no iterator to build).
+  Entry* find_entry(SeqId id, std::size_t hash) const noexcept {
+    if (size_ == 0) return nullptr;
+    for (std::size_t i = (hash >> 8) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.node == nullptr) return nullptr;
+      if (s.key == id.value) return &s.node->second;
+    }
+  }
 
   /// Inserts (id, entry); `id` must be absent. Returns the new element.
   iterator insert_new(SeqId id, Entry&& entry) {
@@ -239,9 +257,12 @@ struct alignas(kLine) PagedKvCache::Shard {
   //    (tick()) are the newest of the shard, so insert and touch are a push to the tail, O(1);
   //    append_batch's stamps, taken before the lock, may walk back past entries touched since.
   //  * LFU, LongestFirst, Priority: an ordered set of keys, O(log n) per update.
-  Entry* head = nullptr;  // least recent (list kinds)
-  Entry* tail = nullptr;
+  // The list's sentinel: ring.next is the head (least recent), ring.prev the tail; both point to
+  // the sentinel itself when the list is empty. Every other hook in the ring is an Entry.
+  ListHook ring{&ring, &ring};
   std::size_t listed = 0;
+  Entry* head() const noexcept { return ring.next == &ring ? nullptr : as_entry(ring.next); }
+  static Entry* as_entry(ListHook* h) noexcept { return static_cast<Entry*>(h); }
 
   // The index head, published for lock-free victim scans: written under `mu` whenever the head
   // changes, read relaxed by select/evict. Three words, so a concurrent reader may see a mix of
@@ -312,17 +333,17 @@ struct alignas(kLine) PagedKvCache::Shard {
     return Key{primary, e.last_access, e.id.value};
   }
 
-  void link_tail(Entry& e) noexcept {
-    e.prev = tail;
-    e.next = nullptr;
-    (tail != nullptr ? tail->next : head) = &e;
-    tail = &e;
+  void link_after(ListHook& after, Entry& e) noexcept {
+    e.prev = &after;
+    e.next = after.next;
+    after.next->prev = &e;
+    after.next = &e;
     ++listed;
   }
+  void link_tail(Entry& e) noexcept { link_after(*ring.prev, e); }
   void unlink(Entry& e) noexcept {
-    (e.prev != nullptr ? e.prev->next : head) = e.next;
-    (e.next != nullptr ? e.next->prev : tail) = e.prev;
-    e.prev = e.next = nullptr;
+    e.prev->next = e.next;
+    e.next->prev = e.prev;
     --listed;
   }
 
@@ -331,18 +352,9 @@ struct alignas(kLine) PagedKvCache::Shard {
   // stamped by append_batch before it took `mu`, may be older than the tail: walk back (past
   // only the entries touched since).
   void place(Entry& e) noexcept {
-    Entry* after = tail;
-    while (after != nullptr && after->last_access > e.last_access) after = after->prev;
-    if (after == tail) {
-      link_tail(e);
-      return;
-    }
-    Entry* before = after != nullptr ? after->next : head;
-    e.prev = after;
-    e.next = before;
-    (after != nullptr ? after->next : head) = &e;
-    before->prev = &e;
-    ++listed;
+    ListHook* after = ring.prev;
+    while (after != &ring && as_entry(after)->last_access > e.last_access) after = after->prev;
+    link_after(*after, e);
   }
 
   void index_insert(Entry& e) {
@@ -405,34 +417,45 @@ struct alignas(kLine) PagedKvCache::Shard {
     e.num_tokens += n;
     e.access_count += 1;
     if (stamp <= e.last_access) return;
-    const bool was_head = head == &e;
+    const bool was_head = ring.next == &e;
     e.last_access = stamp;
-    if (tail != &e) {
-      unlink(e);
-      place(e);
+    if (ring.prev != &e) {
+      unlink(e);  // (the tail stays: it is another entry)
+      if (stamp >= as_entry(ring.prev)->last_access) {
+        link_tail(e);  // the usual case, inline; place() walks back for an older batch stamp
+      } else {
+        place(e);
+      }
     }
-    if (was_head) publish_list_head();
+    if (was_head) publish_listed_head();
   }
-  // publish() for the list kinds, inline: the key of a list head is {0, last_access, id}.
-  void publish_list_head() noexcept {
-    const Key k =
-        head != nullptr ? Key{0, head->last_access, head->id.value} : Key{kMax64, kMax64, kMax64};
-    if (k == published) return;
-    store_published(k);
+  // publish() after a touch of the head of a list kind: the list is not empty before or after
+  // (the touched entry stays listed), so the occupancy bit stands and primary stays 0; only the
+  // head's stamp, and its id if another entry became head, change.
+  [[gnu::always_inline]] void publish_listed_head() noexcept {
+    assert(ring.next != &ring && published.primary == 0 && published.last_access != kMax64);
+    const Entry& h = *as_entry(ring.next);
+    // relaxed: a hint for scanners (see pub_primary).
+    if (published.seq != h.id.value) {
+      published.seq = h.id.value;
+      pub_seq.store(published.seq, std::memory_order_relaxed);
+    }
+    published.last_access = h.last_access;
+    pub_access.store(published.last_access, std::memory_order_relaxed);
   }
   std::optional<Key> index_head() const {
-    if (uses_list()) return head != nullptr ? std::optional<Key>(key_of(*head)) : std::nullopt;
+    if (uses_list()) return head() != nullptr ? std::optional<Key>(key_of(*head())) : std::nullopt;
     return index.empty() ? std::nullopt : std::optional<Key>(*index.begin());
   }
   std::size_t index_size() const noexcept { return uses_list() ? listed : index.size(); }
   bool index_contains(const Entry& e) const {
     if (!uses_list()) return index.contains(key_of(e));
-    for (const Entry* x = head; x != nullptr; x = x->next)
+    for (const ListHook* x = ring.next; x != &ring; x = x->next)
       if (x == &e) return true;
     return false;
   }
   void rebuild(EvictionStrategy::Kind k) {
-    head = tail = nullptr;
+    ring.prev = ring.next = &ring;
     listed = 0;
     index.clear();
     kind = k;
@@ -478,11 +501,18 @@ struct PagedKvCache::Impl {
 };
 
 PagedKvCache::Shard& PagedKvCache::shard_of(SeqId seq) const noexcept {
-  return shard_at(std::hash<SeqId>{}(seq));
+  return shard_at(seq, std::hash<SeqId>{}(seq));
 }
 
-PagedKvCache::Shard& PagedKvCache::shard_at(std::size_t hash) const noexcept {
-  return impl_->shards[hash & (kShards - 1)];
+PagedKvCache::Shard& PagedKvCache::shard_at(SeqId seq, std::size_t hash) const noexcept {
+  // The table slot uses hash bits 8 and up (SeqMap), the shard only bits below 8: independent.
+  static_assert(kShards <= 256);
+  return impl_
+      ->shards[(((seq.value >> owner_shift_) & owner_mask_) << owner_pos_) | (hash & local_mask_)];
+}
+
+std::size_t PagedKvCache::shard_index(SeqId seq) const noexcept {
+  return static_cast<std::size_t>(&shard_of(seq) - impl_->shards.data());
 }
 
 PagedKvCache::Stripe& PagedKvCache::my_stripe() const noexcept {
@@ -529,6 +559,13 @@ PagedKvCache::PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::
     throw std::invalid_argument(e->message());
   pool_ = std::make_unique<BlockPool>(num_blocks, options.pool);
   hold_copy_sources_ = options.hold_copy_sources;
+  if (options.affinity_shift != 0) {
+    constexpr std::size_t per_slice = kShards / kAffinitySlices;
+    owner_shift_ = options.affinity_shift;
+    owner_pos_ = static_cast<unsigned>(std::countr_zero(per_slice));
+    owner_mask_ = kAffinitySlices - 1;
+    local_mask_ = per_slice - 1;
+  }
   impl_ = std::make_unique<Impl>();
 }
 
@@ -764,19 +801,19 @@ PagedKvCache::AppendStep PagedKvCache::append_locked(Shard& sh, Entry& e, std::s
 Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_tokens) {
   // One hash for the shard and the slot (after the lock the compiler would compute it again).
   const std::size_t hash = std::hash<SeqId>{}(seq);
-  Shard& sh = shard_at(hash);
+  Shard& sh = shard_at(seq, hash);
   bool took = false;
   std::optional<Error> err;
   CopyOp copy;
   AppendStep step;
   {
     std::lock_guard<ShardLock> g(sh.mu);
-    auto it = sh.map.find(seq, hash);
-    if (it == sh.map.end()) return Error::sequence_not_found(seq);
+    Entry* e = sh.map.find_entry(seq, hash);
+    if (e == nullptr) return Error::sequence_not_found(seq);
     const std::uint64_t stamp = tick();
-    step = append_fast(sh, it->second, block_size_, num_tokens, stamp)
+    step = append_fast(sh, *e, block_size_, num_tokens, stamp)
                ? AppendStep::appended
-               : append_locked(sh, it->second, num_tokens, stamp, &took, &copy, &err);
+               : append_locked(sh, *e, num_tokens, stamp, &took, &copy, &err);
   }
   if (took) note_peak();
   if (step == AppendStep::appended) return Result<std::optional<CopyOp>>(std::in_place);
@@ -785,9 +822,9 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
 }
 
 void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
-                                std::vector<Result<std::optional<CopyOp>>>& out) {
+                                AppendBatchOutcome& out) {
   out.clear();
-  out.reserve(seqs.size());
+  out.items = seqs.size();
   if (seqs.empty()) return;
   // One clock update for the whole batch: item i is stamped base + i + 1, so the items are
   // ordered among themselves as separate calls would be, and after every call that returned
@@ -797,35 +834,35 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
   std::optional<Error> err;
   CopyOp copy;
   std::size_t next_hash = std::hash<SeqId>{}(seqs[0]);
+  Shard* next_shard = &shard_at(seqs[0], next_hash);
   for (std::size_t i = 0; i < seqs.size(); ++i) {
     const SeqId seq = seqs[i];
     const std::size_t hash = next_hash;
-    Shard& sh = shard_at(hash);
+    Shard& sh = *next_shard;
     // The next item's shard line (lock, table header, list ends) starts loading now, so its
     // miss overlaps this item's work. A prefetch reads no data: nothing races.
     if (i + 1 < seqs.size()) {
       next_hash = std::hash<SeqId>{}(seqs[i + 1]);
-      __builtin_prefetch(&shard_at(next_hash), 1);
+      next_shard = &shard_at(seqs[i + 1], next_hash);
+      __builtin_prefetch(next_shard, 1);
     }
     AppendStep step = AppendStep::failed;
     {
       std::lock_guard<ShardLock> g(sh.mu);
-      auto it = sh.map.find(seq, hash);
-      if (it == sh.map.end()) {
+      Entry* e = sh.map.find_entry(seq, hash);
+      if (e == nullptr) {
         err.emplace(Error::sequence_not_found(seq));
       } else {
-        step = append_fast(sh, it->second, block_size_, num_tokens, base + i + 1)
+        step = append_fast(sh, *e, block_size_, num_tokens, base + i + 1)
                    ? AppendStep::appended
-                   : append_locked(sh, it->second, num_tokens, base + i + 1, &took, &copy, &err);
+                   : append_locked(sh, *e, num_tokens, base + i + 1, &took, &copy, &err);
       }
     }
-    // Each result is constructed in place in `out` (no Result temporary moved: see AppendStep).
-    if (step == AppendStep::appended) {
-      out.emplace_back(std::in_place);
-    } else if (step == AppendStep::copied) {
-      out.emplace_back(std::in_place, copy);
-    } else {
-      out.emplace_back(std::move(*err));
+    // A success writes nothing; copies and errors are listed with their item's index.
+    if (step == AppendStep::copied) {
+      out.copies.push_back({i, copy});
+    } else if (step == AppendStep::failed) {
+      out.errors.push_back({i, std::move(*err)});
       err.reset();
     }
   }
@@ -976,7 +1013,7 @@ Result<SeqId> PagedKvCache::evict() {
       if (!real) continue;                                // emptied after the scan
       if (*real != seen && attempt < kRescans) continue;  // stale scan: see kRescans
       // The shard's real head, under its lock: unpinned, live, and removed by this thread only.
-      Entry* e = sh->uses_list() ? sh->head : nullptr;
+      Entry* e = sh->uses_list() ? sh->head() : nullptr;
       if (!sh->uses_list()) {
         if (sh->index.empty()) continue;  // emptied after the scan: scan again
         e = &sh->map.find(SeqId{sh->index.begin()->seq})->second;
@@ -1109,10 +1146,11 @@ std::string PagedKvCache::validate_unsafe() const {
       // One walk: sorted by recency, only unpinned entries of this shard, each once.
       std::size_t n = 0;
       std::uint64_t last = 0;
-      for (const Entry* x = sh.head; x != nullptr; x = x->next) {
+      for (const ListHook* h = sh.ring.next; h != &sh.ring; h = h->next) {
+        const Entry* x = Shard::as_entry(const_cast<ListHook*>(h));
         auto it = sh.map.find(x->id);
-        if (it == sh.map.end() || &it->second != x || x->pins > 0 || ++n > unpinned ||
-            (n > 1 && x->last_access <= last))
+        if (h->next->prev != h || it == sh.map.end() || &it->second != x || x->pins > 0 ||
+            ++n > unpinned || (n > 1 && x->last_access <= last))
           return "shard " + std::to_string(s) + ": recency list is corrupt";
         last = x->last_access;
       }

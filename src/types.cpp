@@ -1,6 +1,7 @@
 // Printing and error texts for pkv/types.hpp (the seed's texts).
 #include "pkv/types.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ostream>
@@ -98,6 +99,24 @@ std::uint64_t SequenceInfo::slot_of(std::uint64_t i) const noexcept {
 
 std::ostream& operator<<(std::ostream& os, const CopyOp& op) {
   return os << "CopyOp{" << op.src << " -> " << op.dst << '}';
+}
+
+Result<std::optional<CopyOp>> AppendBatchOutcome::item(std::size_t i) const {
+  const auto e = std::lower_bound(errors.begin(), errors.end(), i,
+                                  [](const ItemError& x, std::size_t k) { return x.item < k; });
+  if (e != errors.end() && e->item == i) return e->error;
+  const auto c = std::lower_bound(copies.begin(), copies.end(), i,
+                                  [](const ItemCopy& x, std::size_t k) { return x.item < k; });
+  if (c != copies.end() && c->item == i)
+    return Result<std::optional<CopyOp>>(std::in_place, c->copy);
+  return Result<std::optional<CopyOp>>(std::in_place);
+}
+
+std::vector<Result<std::optional<CopyOp>>> AppendBatchOutcome::per_item() const {
+  std::vector<Result<std::optional<CopyOp>>> all;
+  all.reserve(items);
+  for (std::size_t i = 0; i < items; ++i) all.push_back(item(i));
+  return all;
 }
 
 }  // namespace pkv

@@ -3,7 +3,7 @@
 //
 //   pkv-stress [--threads T] [--seconds S] [--seed N] [--blocks B] [--block-size K]
 //              [--magazine M] [--check-ms MS] [--live L] [--blind P] [--cross-fork P]
-//              [--hold-copy-sources 0|1]
+//              [--hold-copy-sources 0|1] [--affinity 0|1]
 //
 // Prints its seed first and a one-line summary last ("ops=... violations=0 ..."); exits 1 on any
 // violation (the first ones are printed to stderr), 2 on bad arguments.
@@ -105,13 +105,16 @@ struct Options {
   unsigned blind = 3;   // percent of appends that write no data and race with eviction
   unsigned cross = 33;  // percent of forks whose source another thread owns
   int hold = -1;        // Options::hold_copy_sources: 0, 1, or -1 = chosen by the seed
+  int affinity = -1;    // 1: Options::affinity_shift = 32 (worker t's ids are (t+1) << 32 | n);
+                        // 0: hashed placement; -1: chosen by the seed
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "pkv-stress: %s\nusage: pkv-stress [--threads T] [--seconds S] [--seed N] "
                "[--blocks B] [--block-size K] [--magazine M] [--check-ms MS] [--live L] "
-               "[--blind PERCENT] [--cross-fork PERCENT] [--hold-copy-sources 0|1]\n",
+               "[--blind PERCENT] [--cross-fork PERCENT] [--hold-copy-sources 0|1] "
+               "[--affinity 0|1]\n",
                why);
   std::exit(2);
 }
@@ -151,6 +154,9 @@ Options parse(int argc, char** argv) {
     } else if (a == "--hold-copy-sources") {
       if (u > 1) usage("--hold-copy-sources is 0 or 1");
       o.hold = static_cast<int>(u);
+    } else if (a == "--affinity") {
+      if (u > 1) usage("--affinity is 0 or 1");
+      o.affinity = static_cast<int>(u);
     } else {
       usage(("unknown option " + a).c_str());
     }
@@ -161,6 +167,11 @@ Options parse(int argc, char** argv) {
   if (o.live == 0 || o.blind > 100 || o.cross > 100 || o.check_ms == 0)
     usage("bad --live / --blind / --cross-fork / --check-ms");
   return o;
+}
+
+// Thread-affine placement on (--affinity 1), off (0), or chosen by the seed's second bit.
+bool affinity_of(const Options& o) {
+  return o.affinity < 0 ? ((o.seed >> 1) & 1) == 1 : o.affinity == 1;
 }
 
 // ---- shared state ------------------------------------------------------------------------------
@@ -257,6 +268,7 @@ class Stress {
     PagedKvCache::Options co;
     co.pool.magazine_size = o.magazine;
     co.hold_copy_sources = hold_;
+    co.affinity_shift = affinity_of(o) ? 32 : 0;  // the owner bits of next_id below
     auto r = PagedKvCache::create(o.blocks, o.block_size, 8, 64, co);
     if (!r) usage(r.error().message().c_str());
     cache_ = std::move(r).value();
@@ -488,9 +500,10 @@ void Stress::op_append_batch(unsigned t) {
     ids.push_back(SeqId{w.live[idx.back()].id});
   }
   const std::uint64_t n = w.rng() % 3;
-  std::vector<pkv::Result<std::optional<CopyOp>>> out;
-  cache_->append_batch(ids, n, out);
-  if (out.size() != ids.size()) return violation("append_batch: not one result per item");
+  pkv::AppendBatchOutcome outcome;
+  cache_->append_batch(ids, n, outcome);
+  if (outcome.items != ids.size()) return violation("append_batch: items is not seqs.size()");
+  const std::vector<pkv::Result<std::optional<CopyOp>>> out = outcome.per_item();
   std::vector<bool> gone(w.live.size(), false);
   for (std::size_t j = 0; j < ids.size(); ++j) {
     Tracked& tr = w.live[idx[j]];
@@ -1127,10 +1140,11 @@ int main(int argc, char** argv) {
   if (!o.seed_given) o.seed = std::random_device{}() * 0x100000001ULL ^ std::random_device{}();
   std::printf("pkv-stress: seed=%" PRIu64
               " threads=%u seconds=%.1f blocks=%zu block_size=%zu "
-              "magazine=%u check_ms=%u live=%u blind=%u cross_fork=%u hold_copy_sources=%d%s\n",
+              "magazine=%u check_ms=%u live=%u blind=%u cross_fork=%u hold_copy_sources=%d "
+              "affinity=%d%s\n",
               o.seed, o.threads, o.seconds, o.blocks, o.block_size, o.magazine, o.check_ms, o.live,
               o.blind, o.cross, o.hold < 0 ? static_cast<int>(o.seed & 1) : o.hold,
-              PKV_STRESS_TSAN ? " (tsan defaults)" : "");
+              affinity_of(o) ? 1 : 0, PKV_STRESS_TSAN ? " (tsan defaults)" : "");
   std::fflush(stdout);
   Stress stress(o);
   return stress.run();

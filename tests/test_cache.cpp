@@ -60,6 +60,50 @@ TEST(Cache, st_config_rejects_zero_and_overflow) {
   EXPECT_EQ(ok.value()->total_blocks(), 10u);
 }
 
+// Options::affinity_shift: 64 and up are not bit positions of an id; the sequences of one owner
+// (the id's bits from the shift up) share one slice of kShards / kAffinitySlices shards, owners
+// 0..kAffinitySlices-1 get different slices, and with the option off one owner's sequences spread
+// over the whole table.
+TEST(Cache, st_affinity_shift_places_an_owners_sequences_in_its_slice) {
+  PagedKvCache::Options bad;
+  bad.affinity_shift = 64;
+  auto r = PagedKvCache::create(10, 16, 1, 1, bad);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(r.error().message(),
+            "Invalid argument: affinity_shift 64 is not a bit position of a 64-bit id (0..63)");
+  EXPECT_THROW(PagedKvCache(10, 16, 1, 1, bad), std::invalid_argument);
+
+  constexpr std::size_t kPerSlice = PagedKvCache::kShards / PagedKvCache::kAffinitySlices;
+  PagedKvCache affine(64, 4, 1, 1, PagedKvCache::Options{.affinity_shift = 32});
+  PagedKvCache hashed(64, 4, 1, 1);
+  std::set<std::size_t> owner0_hashed;
+  for (std::uint64_t owner = 0; owner < 2 * PagedKvCache::kAffinitySlices; ++owner) {
+    std::set<std::size_t> used;
+    for (std::uint64_t n = 0; n < 200; ++n) {
+      const SeqId id{(owner << 32) | n};
+      const std::size_t sh = affine.shard_index(id);
+      EXPECT_EQ(sh / kPerSlice, owner % PagedKvCache::kAffinitySlices) << id;
+      used.insert(sh);
+      if (owner == 0) owner0_hashed.insert(hashed.shard_index(id));
+    }
+    EXPECT_EQ(used.size(), kPerSlice) << "owner " << owner << " uses its whole slice";
+  }
+  EXPECT_GT(owner0_hashed.size(), kPerSlice) << "hashed placement spreads one owner";
+  // Placement changes nothing else: the calls of one owner and across owners behave as always.
+  const SeqId a{(std::uint64_t{3} << 32) | 1}, b{(std::uint64_t{5} << 32) | 1};
+  ASSERT_TRUE(affine.allocate(a, 5));
+  ASSERT_TRUE(affine.fork(a, b));  // across slices
+  auto copied = affine.append(b, 1);
+  ASSERT_TRUE(copied);
+  EXPECT_TRUE(copied.value().has_value());
+  EXPECT_EQ(affine.select_eviction_target(), a);
+  EXPECT_EQ(affine.evict().value(), a);
+  EXPECT_VALID(affine);
+  ASSERT_TRUE(affine.free(b));
+  EXPECT_EQ(affine.used_block_count(), 0u);
+}
+
 TEST(Cache, st_sizes_and_memory_match_seed) {
   PagedKvCache c(100, 16, 32, 128);
   EXPECT_EQ(c.block_size(), 16u);
@@ -223,7 +267,22 @@ TEST(Cache, st_append_batch_equals_appends_in_item_order) {
     const std::vector<SeqId> ids{S(1), S(9), S(2), S(1), S(3), S(2), S(2)};
     std::vector<pkv::Result<std::optional<CopyOp>>> out;
     if (batch) {
-      c.append_batch(ids, 2, out);
+      pkv::AppendBatchOutcome step;
+      c.append_batch(ids, 2, step);
+      EXPECT_EQ(step.items, ids.size());
+      // The lists themselves, in item order: S1's copy (item 0); S9 missing (1), S2 out of
+      // memory (6).
+      EXPECT_EQ(step.copies.size(), 1u);
+      if (!step.copies.empty()) {
+        EXPECT_EQ(step.copies[0].item, 0u);
+      }
+      EXPECT_EQ(step.errors.size(), 2u);
+      if (step.errors.size() == 2) {
+        EXPECT_EQ(step.errors[0].item, 1u);
+        EXPECT_EQ(step.errors[1].item, 6u);
+      }
+      EXPECT_FALSE(step.all_appended());
+      out = step.per_item();
     } else {
       for (SeqId id : ids) out.push_back(c.append(id, 2));
     }
@@ -240,7 +299,7 @@ TEST(Cache, st_append_batch_equals_appends_in_item_order) {
     if (!batched[i]) {
       EXPECT_EQ(batched[i].error(), single[i].error());
     } else {
-      EXPECT_EQ(batched[i].value().has_value(), single[i].value().has_value());
+      EXPECT_EQ(batched[i].value(), single[i].value());  // the same CopyOp, or none
     }
   }
   EXPECT_EQ(used_b, used_s);
@@ -265,8 +324,10 @@ TEST(Cache, st_append_batch_equals_appends_in_item_order) {
 TEST(Cache, st_append_batch_orders_recency_by_item) {
   PagedKvCache c(16, 4, 1, 1);
   for (std::uint64_t i = 1; i <= 4; ++i) ASSERT_TRUE(c.allocate(S(i), 1));
-  std::vector<pkv::Result<std::optional<CopyOp>>> out;
+  pkv::AppendBatchOutcome out;
   c.append_batch(std::vector<SeqId>{S(3), S(1), S(4), S(2)}, 1, out);
+  EXPECT_TRUE(out.all_appended());
+  EXPECT_EQ(out.items, 4u);
   // S3 was touched first in the batch, so it is now the least recently used.
   EXPECT_EQ(c.select_eviction_target(), S(3));
   EXPECT_LT(c.get_sequence(S(3))->last_access, c.get_sequence(S(1))->last_access);
@@ -275,7 +336,8 @@ TEST(Cache, st_append_batch_orders_recency_by_item) {
   ASSERT_TRUE(c.append(S(3), 0));  // a later call is more recent than every batch item
   EXPECT_EQ(c.select_eviction_target(), S(1));
   c.append_batch({}, 1, out);
-  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(out.items, 0u);
+  EXPECT_TRUE(out.copies.empty() && out.errors.empty());
   EXPECT_VALID(c);
 }
 

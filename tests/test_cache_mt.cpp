@@ -416,12 +416,13 @@ TEST(CacheMt, mt_held_copy_source_survives_concurrent_free_and_reuse) {
 // Decode steps through append_batch from every thread while one thread evicts now and then:
 // every item's outcome is one append()'s, so for each sequence still live at the end the tokens
 // its writer counted as appended match its table, each sequence is either live or evicted once,
-// and the blocks in use are exactly those the live tables need.
-TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_block) {
+// and the blocks in use are exactly those the live tables need. Run with hashed and with
+// thread-affine placement (the writers' ids carry their thread in bits 32 and up).
+void append_batch_steps_with_concurrent_eviction(PagedKvCache::Options options) {
   constexpr unsigned kWriters = 6;
   constexpr std::size_t kSeqs = 24, kSteps = 300, bs = 16, kMaxEvictions = kWriters * kSeqs / 3;
   // Enough blocks for every sequence to reach its final length (1..7 + at most 600 tokens).
-  PagedKvCache c(kWriters * kSeqs * (1 + (7 + 2 * kSteps) / bs), bs, 1, 1);
+  PagedKvCache c(kWriters * kSeqs * (1 + (7 + 2 * kSteps) / bs), bs, 1, 1, options);
   std::vector<std::map<std::uint64_t, std::size_t>> tokens(kWriters);
   for (unsigned t = 0; t < kWriters; ++t)
     for (std::size_t i = 0; i < kSeqs; ++i) {
@@ -439,7 +440,7 @@ TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_b
       return;
     }
     std::vector<SeqId> ids;
-    std::vector<pkv::Result<std::optional<CopyOp>>> out;
+    pkv::AppendBatchOutcome step_out;
     for (std::size_t step = 0; step < kSteps; ++step) {
       // Halfway, wait for an eviction, so that some surely happen while the writers step.
       if (step == kSteps / 2)
@@ -447,8 +448,10 @@ TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_b
       ids.clear();
       for (const auto& [id, n] : tokens[t]) ids.push_back(SeqId{id});
       const std::size_t k = step % 3;  // 0, 1 or 2 tokens
-      c.append_batch(ids, k, out);
-      if (out.size() != ids.size()) ADD_FAILURE() << "one result per item";
+      c.append_batch(ids, k, step_out);
+      if (step_out.items != ids.size()) ADD_FAILURE() << "one outcome per item";
+      if (!step_out.copies.empty()) ADD_FAILURE() << "no sequence is shared, so no CopyOp";
+      const auto out = step_out.per_item();
       for (std::size_t i = 0; i < ids.size() && i < out.size(); ++i) {
         if (out[i]) {
           if (out[i].value()) ADD_FAILURE() << "no sequence is shared, so no CopyOp";
@@ -478,6 +481,14 @@ TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_b
   EXPECT_EQ(c.num_sequences(), live);
   EXPECT_EQ(c.used_block_count(), used);
   EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+TEST(CacheMt, mt_append_batch_steps_with_concurrent_eviction_account_for_every_block) {
+  append_batch_steps_with_concurrent_eviction(PagedKvCache::Options{});
+}
+
+TEST(CacheMt, mt_append_batch_affine_placement_with_concurrent_eviction_account_for_every_block) {
+  append_batch_steps_with_concurrent_eviction(PagedKvCache::Options{.affinity_shift = 32});
 }
 
 }  // namespace

@@ -17,11 +17,12 @@
 // Concurrency contract
 //   Every public method is thread-safe and linearizable, with these notes:
 //     * There is no global mutex on allocate / append / free / fork / get_sequence. Sequences live
-//       in kShards shards (hash of SeqId), each an open-addressing table behind a spin-then-yield
-//       lock (one exchange + one release store uncontended); each call locks the one shard of its
-//       sequence (fork locks the two shards of src and dst in address order; append_batch locks
-//       one shard per item, one at a time). Blocks come from a BlockPool whose fast path touches
-//       only the calling thread's magazine (see block_pool.hpp).
+//       in kShards shards (a hash of SeqId; with Options::affinity_shift, the slice of the id's
+//       owner bits, then the hash within it), each an open-addressing table behind a
+//       spin-then-yield lock (one exchange + one release store uncontended); each call locks the
+//       one shard of its sequence (fork locks the two shards of src and dst in address order;
+//       append_batch locks one shard per item, one at a time). Blocks come from a BlockPool whose
+//       fast path touches only the calling thread's magazine (see block_pool.hpp).
 //     * Counters are striped per thread; stats() sums the stripes (exact when quiescent).
 //     * Victim selection is not a scan of every sequence: each shard keeps an index of its
 //       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
@@ -98,7 +99,19 @@ class PagedKvCache {
     /// source's data stays intact while the caller copies, whatever other threads free meanwhile;
     /// other holders appending before then copy too instead of writing in place.
     bool hold_copy_sources = false;
+    /// Thread-affine placement; 0 (default) is off. With s in 1..63, the bits of a sequence id
+    /// from bit s up name the sequence's owner, e.g. the scheduler thread that makes its ids as
+    /// (owner << s) | n. The sequences of owner o then live in slice o mod kAffinitySlices of
+    /// kShards / kAffinitySlices shards, so a thread stepping its own sequences writes shard lines
+    /// that other threads touch only when they reach its sequences (fork, evict, get_sequence).
+    /// Off, a hash of the whole id spreads every owner's sequences over all kShards shards.
+    /// Nothing else changes: any thread may still call anything on any sequence. Values above
+    /// 63 are rejected (Errc::invalid_argument).
+    unsigned affinity_shift = 0;
   };
+  /// Shard slices for Options::affinity_shift (a power of two dividing kShards).
+  static constexpr std::size_t kAffinitySlices = 16;
+  static_assert(kShards % kAffinitySlices == 0 && (kAffinitySlices & (kAffinitySlices - 1)) == 0);
 
   /// Creates a cache of `num_blocks` blocks of `block_size` tokens; num_heads and head_dim size the
   /// KV memory (2 x block_size x num_heads x head_dim x 2 bytes per block, f16 K and V).
@@ -179,16 +192,18 @@ class PagedKvCache {
   /// Errors: sequence_not_found; out_of_memory; invalid_argument on token-count overflow.
   Result<std::optional<CopyOp>> append(SeqId seq, std::size_t num_tokens);
 
-  /// One decode step: append(seqs[i], num_tokens) for i = 0, 1, ... in that order; out[i] is
-  /// what that call would return (out is cleared first). Each item is all or nothing on its own
-  /// and a failed item does not stop the others, exactly as separate calls; the batch as a whole
-  /// is not one atomic step (another thread's call may land between two items). The difference
-  /// is cost: one recency-clock update for the whole batch instead of one per item, so a
-  /// scheduler stepping its batch writes no cache line shared with other threads per token.
-  /// Recency: item i is stamped as if called i-th right when the batch started (an entry that
-  /// another thread touched after that keeps its later stamp). Duplicate ids are appended twice.
-  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
-                    std::vector<Result<std::optional<CopyOp>>>& out);
+  /// One decode step: append(seqs[i], num_tokens) for i = 0, 1, ... in that order. `out` (cleared
+  /// first, capacity kept) lists the items that failed, with the Error that call would return,
+  /// and the CopyOps of the items that copied; every other item appended with no CopyOp, and
+  /// out.item(i) gives item i's outcome as that call would return it. Each item is all or nothing
+  /// on its own and a failed item does not stop the others, exactly as separate calls; the batch
+  /// as a whole is not one atomic step (another thread's call may land between two items). The
+  /// difference is cost: one recency-clock update for the whole batch instead of one per item
+  /// (a scheduler stepping its batch writes no cache line shared with other threads per token),
+  /// and no result written per successful item. Recency: item i is stamped as if called i-th
+  /// right when the batch started (an entry that another thread touched after that keeps its
+  /// later stamp). Duplicate ids are appended twice.
+  void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens, AppendBatchOutcome& out);
 
   /// Drops the sequence and one reference to each of its blocks. Errors: sequence_not_found.
   Result<void> free(SeqId seq);
@@ -217,6 +232,9 @@ class PagedKvCache {
   Result<std::size_t> apply_streaming_llm(SeqId seq, std::size_t sink_tokens,
                                           std::size_t window_tokens);
 
+  /// The shard `seq` lives in (0..kShards-1), by Options::affinity_shift: for tests and tuning.
+  std::size_t shard_index(SeqId seq) const noexcept;
+
   /// The underlying pool (for inspection: ref counts, validate_unsafe).
   const BlockPool& pool() const noexcept { return *pool_; }
 
@@ -233,7 +251,7 @@ class PagedKvCache {
   struct Impl;
 
   Shard& shard_of(SeqId seq) const noexcept;
-  Shard& shard_at(std::size_t hash) const noexcept;  // hash = std::hash<SeqId>{}(seq)
+  Shard& shard_at(SeqId seq, std::size_t hash) const noexcept;  // hash = std::hash<SeqId>{}(seq)
   Stripe& my_stripe() const noexcept;
   std::uint64_t tick() noexcept;
   enum class AppendStep : std::uint8_t { failed, appended, copied };  // append_locked's outcome
@@ -247,6 +265,13 @@ class PagedKvCache {
   std::size_t head_dim_;
   std::size_t block_bytes_;
   bool hold_copy_sources_ = false;
+  // Shard of a sequence: ((seq >> owner_shift_) & owner_mask_) << owner_pos_ | (hash &
+  // local_mask_). Off: 0, 0, 0, kShards - 1 (the hash alone). On: the owner's slice, then the hash
+  // within it.
+  unsigned owner_shift_ = 0;
+  unsigned owner_pos_ = 0;
+  std::uint64_t owner_mask_ = 0;
+  std::uint64_t local_mask_ = kShards - 1;
   std::unique_ptr<BlockPool> pool_;
   std::unique_ptr<Impl> impl_;
 };

@@ -232,6 +232,37 @@ struct CopyOp {
 
 std::ostream& operator<<(std::ostream& os, const CopyOp& op);
 
+/// What one append_batch(seqs, n, out) did, in the form a decode step consumes it: every item
+/// appended except those listed in `errors`, and `copies` holds the CopyOps to perform before
+/// the step's writes (at most one per item). Both lists are in item order. A success costs no
+/// write, so a step of B items writes O(copies + errors) results, not B. Reuse one object across
+/// steps: append_batch clears it and keeps the capacity.
+struct AppendBatchOutcome {
+  struct ItemCopy {
+    std::size_t item;  // index into the call's seqs
+    CopyOp copy;
+    friend bool operator==(const ItemCopy&, const ItemCopy&) = default;
+  };
+  struct ItemError {
+    std::size_t item;  // index into the call's seqs
+    Error error;       // why this item changed nothing
+  };
+  std::size_t items = 0;  // seqs.size() of the call
+  std::vector<ItemCopy> copies;
+  std::vector<ItemError> errors;
+
+  bool all_appended() const noexcept { return errors.empty(); }
+  /// Item i's outcome, exactly what append(seqs[i], n) returns (O(log) lookup). i < items.
+  Result<std::optional<CopyOp>> item(std::size_t i) const;
+  /// The outcome of every item, in order (for tests and logs; allocates).
+  std::vector<Result<std::optional<CopyOp>>> per_item() const;
+  void clear() noexcept {
+    items = 0;
+    copies.clear();
+    errors.clear();
+  }
+};
+
 }  // namespace pkv
 
 template <>

@@ -20,9 +20,10 @@ inline constexpr std::uint64_t kHuge = std::numeric_limits<std::size_t>::max();
 inline rc::Gen<CacheConfig> config() {
   return rc::gen::apply(
       [](std::uint64_t blocks, std::uint64_t bs, std::uint64_t heads, std::uint64_t dim,
-         std::uint32_t mag, bool hold) {
+         std::uint32_t mag, bool hold, unsigned affinity) {
         CacheConfig c;
         c.hold_copy_sources = hold;
+        c.affinity_shift = affinity;
         c.num_blocks = blocks;
         c.block_size = bs;
         c.num_heads = heads;
@@ -35,7 +36,9 @@ inline rc::Gen<CacheConfig> config() {
           {{1, rc::gen::just<std::uint64_t>(1)}, {6, rc::gen::inRange<std::uint64_t>(2, 5)}}),
       rc::gen::inRange<std::uint64_t>(1, 3), rc::gen::inRange<std::uint64_t>(1, 4),
       rc::gen::elementOf(std::vector<std::uint32_t>{0, 1, 2, 4, 32, 64}),
-      rc::gen::arbitrary<bool>());
+      rc::gen::arbitrary<bool>(),
+      // Placement by owner bits (1, 2: the small test ids fall into several slices) or by hash.
+      rc::gen::elementOf(std::vector<unsigned>{0, 0, 1, 2}));
 }
 
 /// Four ids: two pairs, each pair in one shard (test_ids()).

@@ -43,13 +43,14 @@ struct CacheConfig {
   std::uint64_t head_dim = 1;
   std::uint32_t magazine_size = 32;
   bool hold_copy_sources = false;  // PagedKvCache::Options::hold_copy_sources
+  unsigned affinity_shift = 0;     // PagedKvCache::Options::affinity_shift
 };
 
 inline std::ostream& operator<<(std::ostream& os, const CacheConfig& c) {
   return os << "CacheConfig{blocks=" << c.num_blocks << ", block_size=" << c.block_size
             << ", heads=" << c.num_heads << ", head_dim=" << c.head_dim
             << ", magazine=" << c.magazine_size << ", hold_copy_sources=" << c.hold_copy_sources
-            << "}";
+            << ", affinity_shift=" << c.affinity_shift << "}";
 }
 
 enum class OpKind : std::uint8_t {
@@ -187,6 +188,7 @@ class Harness {
     PagedKvCache::Options o;
     o.pool.magazine_size = c.magazine_size;
     o.hold_copy_sources = c.hold_copy_sources;
+    o.affinity_shift = c.affinity_shift;
     auto r = PagedKvCache::create(c.num_blocks, c.block_size, c.num_heads, c.head_dim, o);
     if (!r) {
       init_error_ = "create failed: " + r.error().message();
@@ -252,9 +254,22 @@ class Harness {
         // performed and the new tokens written in that order (no item of the batch can move an
         // earlier item's tokens: after an append the sequence's last block is private).
         const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
-        std::vector<Result<std::optional<CopyOp>>> out;
-        cache_->append_batch(ids, op.n, out);
-        if (out.size() != ids.size()) return "append_batch: not one result per item";
+        AppendBatchOutcome outcome;
+        cache_->append_batch(ids, op.n, outcome);
+        if (outcome.items != ids.size()) return "append_batch: items is not seqs.size()";
+        // Both lists in strictly increasing item order, in range, no item in both.
+        for (std::size_t k = 0; k < outcome.copies.size(); ++k)
+          if (outcome.copies[k].item >= ids.size() ||
+              (k > 0 && outcome.copies[k].item <= outcome.copies[k - 1].item))
+            return "append_batch: copies not in item order";
+        for (std::size_t k = 0; k < outcome.errors.size(); ++k)
+          if (outcome.errors[k].item >= ids.size() ||
+              (k > 0 && outcome.errors[k].item <= outcome.errors[k - 1].item))
+            return "append_batch: errors not in item order";
+        for (const auto& c : outcome.copies)
+          for (const auto& e : outcome.errors)
+            if (c.item == e.item) return "append_batch: an item both copied and failed";
+        const std::vector<Result<std::optional<CopyOp>>> out = outcome.per_item();
         struct Done {
           SeqId id;
           std::uint64_t first;
