@@ -216,33 +216,32 @@ class DecodeStep final {
       s.next = seq_base(t);
       s.cursor = static_cast<std::size_t>(t) * 1009;
       for (std::size_t i = 0; i < kBatch; ++i) {
-        Live l;
-        l.id = s.next++;
-        must(cache_->allocate(SeqId{l.id}, Lengths::prompts()[s.cursor]), "decode setup");
+        const SeqId id{s.next++};
+        must(cache_->allocate(id, Lengths::prompts()[s.cursor]), "decode setup");
         // Stagger: each starts part-way through its output, so finishes spread over steps.
         const std::uint32_t out = Lengths::outputs()[s.cursor++];
-        l.remaining = 1 + static_cast<std::uint32_t>((out * (i + 1)) / kBatch);
-        s.live.push_back(l);
+        s.ids.push_back(id);
+        s.remaining.push_back(1 + static_cast<std::uint32_t>((out * (i + 1)) / kBatch));
       }
     }
   }
   std::int64_t step(int tid) {
     auto& s = ts_[static_cast<std::size_t>(tid)].v;
     std::int64_t items = 0;
+    // The batch is the scheduler's own arrays (ids, tokens remaining); the batch variant hands
+    // the ids to append_batch as they are.
     if constexpr (Batch) {
-      s.ids.clear();
-      for (const Live& l : s.live) s.ids.push_back(SeqId{l.id});
       cache_->append_batch(s.ids, 1, s.results);
       if (!s.results.all_appended()) die("decode append_batch", s.results.errors.front().error);
     }
-    for (Live& l : s.live) {
-      if constexpr (!Batch) (void)must(cache_->append(SeqId{l.id}, 1), "decode append");
+    for (std::size_t i = 0; i < kBatch; ++i) {
+      if constexpr (!Batch) (void)must(cache_->append(s.ids[i], 1), "decode append");
       ++items;
-      if (--l.remaining == 0) {
-        must(cache_->free(SeqId{l.id}), "decode free");
-        l.id = s.next++;
-        must(cache_->allocate(SeqId{l.id}, Lengths::prompts()[s.cursor]), "decode allocate");
-        l.remaining = Lengths::outputs()[s.cursor++];
+      if (--s.remaining[i] == 0) {
+        must(cache_->free(s.ids[i]), "decode free");
+        s.ids[i] = SeqId{s.next++};
+        must(cache_->allocate(s.ids[i], Lengths::prompts()[s.cursor]), "decode allocate");
+        s.remaining[i] = Lengths::outputs()[s.cursor++];
         items += 2;
       }
     }
@@ -250,16 +249,12 @@ class DecodeStep final {
   }
 
  private:
-  struct Live {
-    std::uint64_t id = 0;
-    std::uint32_t remaining = 0;
-  };
   struct T {
     std::uint64_t next = 0;
     std::size_t cursor = 0;
-    std::vector<Live> live;
-    std::vector<SeqId> ids;           // Batch: the step's ids
-    pkv::AppendBatchOutcome results;  // Batch: their outcomes
+    std::vector<SeqId> ids;                // the decode batch
+    std::vector<std::uint32_t> remaining;  // tokens each still generates
+    pkv::AppendBatchOutcome results;       // Batch: the step's outcomes
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;
