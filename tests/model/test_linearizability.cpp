@@ -2,7 +2,9 @@
 //
 // Each history: a tiny cache (3..6 blocks of 1..3 tokens, magazines on or off), a short sequential
 // setup applied to both cache and model, then 3 threads x 4 calls (allocate / append / fork / free
-// / evict / get_sequence / pin / unpin on 3 sequence ids) started together. Every call's invocation
+// / evict / get_sequence / pin / unpin on 3 sequence ids; in a quarter of the threads two
+// consecutive appends are one append_batch, checked as two appends in order inside the batch
+// call's interval) started together. Every call's invocation
 // and response are stamped from one global atomic counter (seq_cst RMWs: their order is a total
 // order that agrees with real time). A Wing-Gong search then looks for a sequential order of the 12
 // calls that
@@ -71,6 +73,11 @@ struct Call {
   std::uint64_t seq = 0;
   std::uint64_t seq2 = 0;
   std::uint64_t n = 0;
+  // An append that is an item of append_batch: 1 = the first of a two-item batch, 2 = the
+  // second (the next and the previous event of the same thread; the same n). The checker
+  // treats each item as an append of its own whose linearization point lies inside the batch
+  // call's interval, the items in order: what the contract says append_batch is.
+  std::uint8_t batch = 0;
 };
 
 std::string to_string(const Call& c) {
@@ -78,7 +85,10 @@ std::string to_string(const Call& c) {
     case Kind::allocate:
       return "allocate(S" + std::to_string(c.seq) + ", " + std::to_string(c.n) + ")";
     case Kind::append:
-      return "append(S" + std::to_string(c.seq) + ", " + std::to_string(c.n) + ")";
+      return (c.batch == 0   ? "append(S"
+              : c.batch == 1 ? "append_batch[0](S"
+                             : "append_batch[1](S") +
+             std::to_string(c.seq) + ", " + std::to_string(c.n) + ")";
     case Kind::fork:
       return "fork(S" + std::to_string(c.seq) + ", S" + std::to_string(c.seq2) + ")";
     case Kind::free:
@@ -134,6 +144,14 @@ Outcome from_error(const pkv::Error& e) {
   return o;
 }
 
+Outcome from_append(const pkv::Result<std::optional<pkv::CopyOp>>& r) {
+  if (!r) return from_error(r.error());
+  Outcome o;
+  o.ok = true;
+  o.copy = r.value().has_value();
+  return o;
+}
+
 template <class Cache>
 Outcome perform(Cache& c, const Call& call) {
   Outcome o;
@@ -144,13 +162,8 @@ Outcome perform(Cache& c, const Call& call) {
       o.ok = true;
       return o;
     }
-    case Kind::append: {
-      auto r = c.append(SeqId{call.seq}, call.n);
-      if (!r) return from_error(r.error());
-      o.ok = true;
-      o.copy = r.value().has_value();
-      return o;
-    }
+    case Kind::append:
+      return from_append(c.append(SeqId{call.seq}, call.n));
     case Kind::fork: {
       auto r = c.fork(SeqId{call.seq}, SeqId{call.seq2});
       if (!r) return from_error(r.error());
@@ -465,6 +478,17 @@ History make_history(std::uint64_t seed, int strategy) {
   for (int i = 0; i < 3; ++i) h.setup_priority.push_back(static_cast<std::uint32_t>(rng() % 3));
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kOpsPerThread; ++i) h.events[t][i].call = random_call(rng, h.block_size);
+    // A decode step now and then: two consecutive calls become one append_batch of two items
+    // (the ids may repeat; one token count for both).
+    if (rng() % 4 == 0) {
+      const int i = static_cast<int>(rng() % (kOpsPerThread - 1));
+      Call& a = h.events[t][i].call;
+      Call& b = h.events[t][i + 1].call;
+      a.kind = b.kind = Kind::append;
+      a.n = b.n = rng() % (h.block_size + 2);
+      a.batch = 1;
+      b.batch = 2;
+    }
     h.jitter[t] = static_cast<std::uint32_t>(rng() % kMaxJitter);
   }
   return h;
@@ -518,8 +542,25 @@ class Runner {
           std::this_thread::yield();
         }
       }
-      for (Event& e : h.events[t]) {
-        for (std::uint32_t i = 0; i < h.jitter[t]; ++i) pause();
+      for (int i = 0; i < kOpsPerThread; ++i) {
+        Event& e = h.events[t][i];
+        for (std::uint32_t j = 0; j < h.jitter[t]; ++j) pause();
+        if (e.call.batch == 1) {  // items i and i + 1: one append_batch call, one interval
+          Event& f = h.events[t][i + 1];
+          const SeqId ids[] = {SeqId{e.call.seq}, SeqId{f.call.seq}};
+          e.invoke = f.invoke = clock_.fetch_add(1);
+          cache_->append_batch(ids, e.call.n, batch_);
+          e.response = f.response = clock_.fetch_add(1);
+          if (batch_.items != 2) {  // (checked again by the search: an impossible outcome)
+            e.outcome = f.outcome = Outcome{};
+            e.outcome.message = "append_batch: items != 2";
+          } else {
+            e.outcome = from_append(batch_.item(0));
+            f.outcome = from_append(batch_.item(1));
+          }
+          ++i;
+          continue;
+        }
         e.invoke = clock_.fetch_add(1);
         e.outcome = perform(*cache_, e.call);
         e.response = clock_.fetch_add(1);
@@ -536,6 +577,7 @@ class Runner {
   std::atomic<std::uint64_t> clock_{0};
   PagedKvCache* cache_ = nullptr;  // written before generation_ bump, read after
   History* history_ = nullptr;
+  static thread_local pkv::AppendBatchOutcome batch_;  // each worker's, reused
 
   static void pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -545,6 +587,8 @@ class Runner {
 #endif
   }
 };
+
+thread_local pkv::AppendBatchOutcome Runner::batch_;
 
 struct Totals {
   std::uint64_t histories = 0, overlapping = 0, nodes = 0;
