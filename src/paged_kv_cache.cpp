@@ -68,9 +68,7 @@ std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size
 
 // Recency-list links (LRU / StreamingLLM index). Each shard's list is a ring through a sentinel
 // hook in the shard, so linking and unlinking never branch on the list's ends (with one to a few
-// sequences per shard those branches went either way at random: callgrind's branch simulation
-// of the decode workload with thread-affine shards, 64k appends, counted 51k mispredicts with
-// head/tail pointers and 33k with the ring).
+// sequences per shard, as with thread-affine shards, those branches went either way at random).
 struct ListHook {
   ListHook* prev = nullptr;  // shard-guarded, like the whole list
   ListHook* next = nullptr;
