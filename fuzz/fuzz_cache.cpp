@@ -9,8 +9,8 @@
 //           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4 and
 //           affinity_shift = (b / 4) % 3 from the same byte, head_dim = 1 + b % 8
 //   then per call: kind = b % 17 (OpKind order in harness.hpp), followed by its arguments:
-//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under hashed
-//     placement); token counts b < 240
+//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under every
+//     placement used); token counts b < 240
 //     ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
 //     includes -0.5, 1.5, NaN and +-inf.
 // At most 400 calls per input.

@@ -824,6 +824,11 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
 void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
                                 AppendBatchOutcome& out) {
   out.clear();
+  // Room for every item's copy or error before any item changes anything: no allocation, so no
+  // exception, after the first item (a CopyOp lost that way would leave a block uncopied).
+  // Capacity is kept across calls, so a scheduler reusing `out` allocates only while warming up.
+  out.copies.reserve(seqs.size());
+  out.errors.reserve(seqs.size());
   out.items = seqs.size();
   if (seqs.empty()) return;
   // One clock update for the whole batch: item i is stamped base + i + 1, so the items are
@@ -1146,6 +1151,9 @@ std::string PagedKvCache::validate_unsafe() const {
       // One walk: sorted by recency, only unpinned entries of this shard, each once.
       std::size_t n = 0;
       std::uint64_t last = 0;
+      if (sh.ring.next->prev != &sh.ring ||
+          (sh.ring.next == &sh.ring) != (sh.ring.prev == &sh.ring))
+        return "shard " + std::to_string(s) + ": recency ring's sentinel links are corrupt";
       for (const ListHook* h = sh.ring.next; h != &sh.ring; h = h->next) {
         const Entry* x = Shard::as_entry(const_cast<ListHook*>(h));
         auto it = sh.map.find(x->id);

@@ -44,7 +44,9 @@
 //       shards, so under concurrent calls the victim may be one no sequential order would pick,
 //       and an evict racing with inserts may report "No sequences to evict"; allocate / append /
 //       fork take their recency stamp and their blocks at two points, so two overlapping calls
-//       may be ordered one way by recency and the other by their effect on free blocks;
+//       may be ordered one way by recency and the other by their effect on free blocks
+//       (append_batch stamps every item when the batch starts, so an item may carry a stamp
+//       older than a call that finished before that item ran);
 //       append_batch is one linearizable append per item, not one step for the batch. All are
 //       exact when no other call is in flight.
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,

@@ -37,7 +37,8 @@ inline rc::Gen<CacheConfig> config() {
       rc::gen::inRange<std::uint64_t>(1, 3), rc::gen::inRange<std::uint64_t>(1, 4),
       rc::gen::elementOf(std::vector<std::uint32_t>{0, 1, 2, 4, 32, 64}),
       rc::gen::arbitrary<bool>(),
-      // Placement by owner bits (1, 2: the small test ids fall into several slices) or by hash.
+      // Placement by owner bits (1, 2: the small test ids fall into several slices) or by hash;
+      // test_ids() pairs share a shard under each of these (kTestAffinityShifts).
       rc::gen::elementOf(std::vector<unsigned>{0, 0, 1, 2}));
 }
 

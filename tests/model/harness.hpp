@@ -86,21 +86,40 @@ struct Op {
   double x = 0.0;             // thresholds
 };
 
+/// Affinity shifts the model configs use (CacheConfig::affinity_shift): 0 = hashed placement.
+inline constexpr unsigned kTestAffinityShifts[] = {0, 1, 2};
+
 /// Sequence ids for tests: pairs that land in the same shard of PagedKvCache (so per-shard
-/// structures hold several sequences) and pairs in different shards. Entry 2k and 2k+1 share a
-/// shard; different k are different shards.
+/// structures hold several sequences) and pairs in different shards, under every placement in
+/// kTestAffinityShifts. Entry 2k and 2k+1 share a shard; different k are different shards.
 inline const std::vector<std::uint64_t>& test_ids() {
   static const std::vector<std::uint64_t> ids = [] {
-    constexpr std::uint64_t kMask = PagedKvCache::kShards - 1;
-    auto shard = [](std::uint64_t id) { return std::hash<SeqId>{}(SeqId{id}) & kMask; };
+    // The library's own placement, one tiny cache per shift.
+    std::vector<std::unique_ptr<PagedKvCache>> caches;
+    for (unsigned s : kTestAffinityShifts) {
+      PagedKvCache::Options o;
+      o.affinity_shift = s;
+      caches.push_back(std::make_unique<PagedKvCache>(1, 1, 1, 1, o));
+    }
+    auto shards = [&](std::uint64_t id) {
+      std::vector<std::size_t> v;
+      for (const auto& c : caches) v.push_back(c->shard_index(SeqId{id}));
+      return v;
+    };
     std::vector<std::uint64_t> out;
-    std::vector<std::uint64_t> used_shards;
+    std::vector<std::vector<std::size_t>> used;  // the shards of each pair, per placement
+    auto clashes = [&](const std::vector<std::size_t>& sh) {
+      for (const auto& u : used)
+        for (std::size_t p = 0; p < sh.size(); ++p)
+          if (u[p] == sh[p]) return true;
+      return false;
+    };
     for (std::uint64_t a = 1; out.size() < 8; ++a) {
-      if (std::find(used_shards.begin(), used_shards.end(), shard(a)) != used_shards.end())
-        continue;
+      const std::vector<std::size_t> sa = shards(a);
+      if (clashes(sa)) continue;
       std::uint64_t b = a + 1;
-      while (shard(b) != shard(a)) ++b;
-      used_shards.push_back(shard(a));
+      while (shards(b) != sa) ++b;
+      used.push_back(sa);
       out.push_back(a);
       out.push_back(b);
     }

@@ -259,7 +259,9 @@ struct History {
 //                  by recency. Accepted for an evict whose victim exists and was stamped by a
 //                  successful call that overlapped the model's victim's stamping call. (Found
 //                  under ASan timing in CI: allocate(S2) took its blocks before, and its stamp
-//                  after, an overlapping allocate(S1); evict then chose S1.)
+//                  after, an overlapping allocate(S1); evict then chose S1.) append_batch stamps
+//                  all its items when it starts, so each item counts here as a stamping call over
+//                  the whole batch's interval (the header says so too).
 enum Tolerance { kSpuriousOom, kEmptyEvict, kStaleVictim, kDoubleCow, kStampOrder, kTolerances };
 
 struct Checker {
