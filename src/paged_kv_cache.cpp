@@ -823,6 +823,25 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
 
 void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tokens,
                                 AppendBatchOutcome& out) {
+  append_items(seqs, num_tokens, nullptr, out);
+}
+
+Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,
+                                        std::span<const std::size_t> num_tokens,
+                                        AppendBatchOutcome& out) {
+  if (num_tokens.size() != seqs.size()) {
+    out.clear();
+    return Error::invalid_argument("append_batch: " + std::to_string(seqs.size()) +
+                                   " sequences but " + std::to_string(num_tokens.size()) +
+                                   " token counts");
+  }
+  append_items(seqs, 0, num_tokens.data(), out);
+  return {};
+}
+
+// Both append_batch forms: item i appends per_item[i] tokens, or num_tokens without per_item.
+void PagedKvCache::append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
+                                const std::size_t* per_item, AppendBatchOutcome& out) {
   out.clear();
   // Room for every item's copy or error before any item changes anything: no allocation, so no
   // exception, after the first item (a CopyOp lost that way would leave a block uncopied).
@@ -851,6 +870,7 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
       next_shard = &shard_at(seqs[i + 1], next_hash);
       __builtin_prefetch(next_shard, 1);
     }
+    const std::size_t n = per_item != nullptr ? per_item[i] : num_tokens;
     AppendStep step = AppendStep::failed;
     {
       std::lock_guard<ShardLock> g(sh.mu);
@@ -858,9 +878,9 @@ void PagedKvCache::append_batch(std::span<const SeqId> seqs, std::size_t num_tok
       if (e == nullptr) {
         err.emplace(Error::sequence_not_found(seq));
       } else {
-        step = append_fast(sh, *e, block_size_, num_tokens, base + i + 1)
+        step = append_fast(sh, *e, block_size_, n, base + i + 1)
                    ? AppendStep::appended
-                   : append_locked(sh, *e, num_tokens, base + i + 1, &took, &copy, &err);
+                   : append_locked(sh, *e, n, base + i + 1, &took, &copy, &err);
       }
     }
     // A success writes nothing; copies and errors are listed with their item's index.

@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
+#include <vector>
 
 namespace {
 
@@ -319,6 +321,67 @@ TEST(Cache, st_append_batch_equals_appends_in_item_order) {
   ASSERT_TRUE(batched[5]);
   ASSERT_FALSE(batched[6]);
   EXPECT_EQ(batched[6].error().code(), Errc::out_of_memory);
+}
+
+// The per-item form: item i appends counts[i] tokens, exactly as append(ids[i], counts[i]) in
+// item order (0 tokens, a block boundary, an overflowing count and out of memory included);
+// spans of different lengths are rejected and change nothing.
+TEST(Cache, st_append_batch_per_item_counts_equal_appends_in_item_order) {
+  const std::vector<SeqId> ids{S(1), S(2), S(1), S(3), S(2), S(9)};
+  const std::vector<std::size_t> counts{0, 3, 5, std::numeric_limits<std::size_t>::max(), 1, 2};
+  auto run = [&](bool batch) {
+    PagedKvCache c(5, 4, 1, 1);
+    EXPECT_TRUE(c.allocate(S(1), 2));
+    EXPECT_TRUE(c.allocate(S(2), 4));
+    EXPECT_TRUE(c.allocate(S(3), 1));
+    std::vector<pkv::Result<std::optional<CopyOp>>> out;
+    if (batch) {
+      pkv::AppendBatchOutcome step;
+      EXPECT_TRUE(c.append_batch(ids, counts, step));
+      EXPECT_EQ(step.items, ids.size());
+      out = step.per_item();
+    } else {
+      for (std::size_t i = 0; i < ids.size(); ++i) out.push_back(c.append(ids[i], counts[i]));
+    }
+    std::vector<std::uint64_t> tokens;
+    for (std::uint64_t k = 1; k <= 3; ++k) tokens.push_back(c.get_sequence(S(k))->num_tokens);
+    EXPECT_VALID(c);
+    return std::make_tuple(std::move(out), c.used_block_count(), tokens);
+  };
+  auto [batched, used_b, tokens_b] = run(true);
+  auto [single, used_s, tokens_s] = run(false);
+  ASSERT_EQ(batched.size(), single.size());
+  for (std::size_t i = 0; i < batched.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(batched[i].has_value(), single[i].has_value());
+    if (!batched[i]) {
+      EXPECT_EQ(batched[i].error(), single[i].error());
+    } else {
+      EXPECT_EQ(batched[i].value(), single[i].value());
+    }
+  }
+  EXPECT_EQ(used_b, used_s);
+  EXPECT_EQ(tokens_b, tokens_s);
+  // The outcomes themselves (5 blocks of 4; 3 used): S1 +0; S2 4 -> 7 takes a block (4 used);
+  // S1 2 -> 7 takes one (5 used); S3's count overflows; S2 7 -> 8 fits; S9 is missing.
+  EXPECT_EQ(tokens_b, (std::vector<std::uint64_t>{7, 8, 1}));
+  EXPECT_EQ(used_b, 5u);
+  EXPECT_EQ(batched[3].error().code(), Errc::invalid_argument);
+  EXPECT_EQ(batched[5].error().code(), Errc::sequence_not_found);
+
+  PagedKvCache c(5, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 2));
+  pkv::AppendBatchOutcome step;
+  step.items = 7;  // stale content from an earlier step is cleared
+  const std::vector<std::size_t> one{1};
+  auto bad = c.append_batch(std::vector<SeqId>{S(1), S(1)}, one, step);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(bad.error().message(),
+            "Invalid argument: append_batch: 2 sequences but 1 token counts");
+  EXPECT_EQ(step.items, 0u);
+  EXPECT_EQ(c.get_sequence(S(1))->num_tokens, 2u) << "nothing appended";
+  EXPECT_VALID(c);
 }
 
 TEST(Cache, st_append_batch_orders_recency_by_item) {

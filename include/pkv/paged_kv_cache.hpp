@@ -206,6 +206,12 @@ class PagedKvCache {
   /// right when the batch started (an entry that another thread touched after that keeps its
   /// later stamp). Duplicate ids are appended twice.
   void append_batch(std::span<const SeqId> seqs, std::size_t num_tokens, AppendBatchOutcome& out);
+  /// The same with a token count per item (speculative decoding: each sequence keeps the tokens
+  /// it accepted; 0 is allowed): append(seqs[i], num_tokens[i]) for each i, in order, exactly as
+  /// above. Errors: invalid_argument when the two spans differ in length (then nothing is
+  /// appended and `out` is cleared); otherwise every item's outcome is in `out`.
+  Result<void> append_batch(std::span<const SeqId> seqs, std::span<const std::size_t> num_tokens,
+                            AppendBatchOutcome& out);
 
   /// Drops the sequence and one reference to each of its blocks. Errors: sequence_not_found.
   Result<void> free(SeqId seq);
@@ -260,6 +266,8 @@ class PagedKvCache {
   AppendStep append_locked(Shard& sh, Entry& e, std::size_t num_tokens, std::uint64_t stamp,
                            bool* took, CopyOp* copy, std::optional<Error>* err);
   void note_peak() noexcept;
+  void append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
+                    const std::size_t* per_item, AppendBatchOutcome& out);
 
   std::size_t num_blocks_;
   std::size_t block_size_;

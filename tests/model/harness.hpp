@@ -272,9 +272,17 @@ class Harness {
         // Each item must equal the model's append called in item order; then the CopyOps are
         // performed and the new tokens written in that order (no item of the batch can move an
         // earlier item's tokens: after an append the sequence's last block is private).
+        // Odd counts take the per-item form with counts {n, n / 2, n}; even ones the uniform form.
         const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
+        const bool per_item = op.n % 2 == 1;
+        const std::vector<std::size_t> counts{op.n, per_item ? op.n / 2 : op.n, op.n};
         AppendBatchOutcome outcome;
-        cache_->append_batch(ids, op.n, outcome);
+        if (per_item) {
+          if (!cache_->append_batch(ids, counts, outcome))
+            return "append_batch: equal-length spans rejected";
+        } else {
+          cache_->append_batch(ids, op.n, outcome);
+        }
         if (outcome.items != ids.size()) return "append_batch: items is not seqs.size()";
         // Both lists in strictly increasing item order, in range, no item in both.
         for (std::size_t k = 0; k < outcome.copies.size(); ++k)
@@ -292,12 +300,13 @@ class Harness {
         struct Done {
           SeqId id;
           std::uint64_t first;
+          std::uint64_t n;
           std::optional<CopyOp> copy;
         };
         std::vector<Done> done;
         for (std::size_t i = 0; i < ids.size(); ++i) {
           const std::optional<SequenceInfo> mpre = model_.get_sequence(ids[i]);
-          Result<std::optional<CopyOp>> m = model_.append(ids[i], op.n);
+          Result<std::optional<CopyOp>> m = model_.append(ids[i], counts[i]);
           const Result<std::optional<CopyOp>>& r = out[i];
           const std::string item = "append_batch item " + std::to_string(i) + ": ";
           if (r.has_value() != m.has_value()) return item + mismatch(r, m);
@@ -309,7 +318,7 @@ class Harness {
           if (r.value().has_value() != m.value().has_value())
             return item + "CopyOp presence differs from the model";
           if (!mpre) return item + "succeeded on a sequence the model does not have";
-          done.push_back(Done{ids[i], mpre->num_tokens, r.value()});
+          done.push_back(Done{ids[i], mpre->num_tokens, counts[i], r.value()});
         }
         for (const Done& d : done) {
           if (d.copy) {
@@ -319,7 +328,7 @@ class Harness {
               arena_[d.copy->dst.value * cfg_.block_size + k] =
                   arena_[d.copy->src.value * cfg_.block_size + k];
           }
-          if (std::string e = write_new_tokens(d.id, d.first, op.n, false); !e.empty()) return e;
+          if (std::string e = write_new_tokens(d.id, d.first, d.n, false); !e.empty()) return e;
         }
         return {};
       }
