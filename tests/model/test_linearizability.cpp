@@ -1,9 +1,10 @@
 // Linearizability checking of PagedKvCache against the sequential ReferenceModel.
 //
-// Each history: a tiny cache (3..6 blocks of 1..3 tokens, magazines on or off), a short sequential
-// setup applied to both cache and model, then 3 threads x 4 calls (allocate / append / fork / free
-// / evict / get_sequence / pin / unpin on 3 sequence ids; in a quarter of the threads two
-// consecutive appends are one append_batch, checked as two appends in order inside the batch
+// Each history: a tiny cache (3..6 blocks of 1..3 tokens, magazines on or off, shards by hash or
+// by owner bits: affinity_shift 0, 1 or 2, under which ids 1 and 2 still share a shard), a short
+// sequential setup applied to both cache and model, then 3 threads x 4 calls (allocate / append /
+// fork / free / evict / get_sequence / pin / unpin on 3 sequence ids; in a quarter of the threads
+// two consecutive appends are one append_batch, checked as two appends in order inside the batch
 // call's interval) started together. Every call's invocation
 // and response are stamped from one global atomic counter (seq_cst RMWs: their order is a total
 // order that agrees with real time). A Wing-Gong search then looks for a sequential order of the 12
@@ -220,6 +221,7 @@ struct History {
   std::uint64_t seed = 0;
   std::uint64_t blocks = 0, block_size = 0;
   std::uint32_t magazine = 0;
+  unsigned affinity_shift = 0;  // PagedKvCache::Options::affinity_shift (kTestAffinityShifts)
   EvictionStrategy strategy;
   std::vector<Call> setup;
   std::vector<std::uint32_t> setup_priority;  // priority per id 1..3 set after setup
@@ -392,8 +394,8 @@ struct Checker {
 std::string describe(const History& h) {
   std::ostringstream os;
   os << "history seed " << h.seed << ": " << h.blocks << " blocks x " << h.block_size
-     << " tokens, magazine " << h.magazine << ", strategy " << pkv::model::strategy_name(h.strategy)
-     << "\n  setup:";
+     << " tokens, magazine " << h.magazine << ", affinity_shift " << h.affinity_shift
+     << ", strategy " << pkv::model::strategy_name(h.strategy) << "\n  setup:";
   for (const Call& c : h.setup) os << " " << to_string(c) << ";";
   os << " priorities of ids 1..3 = " << h.setup_priority[0] << "," << h.setup_priority[1] << ","
      << h.setup_priority[2] << "\n";
@@ -467,6 +469,7 @@ History make_history(std::uint64_t seed, int strategy) {
   h.block_size = 1 + rng() % 3;
   static constexpr std::uint32_t kMag[] = {0, 1, 2, 32};
   h.magazine = kMag[rng() % 4];
+  h.affinity_shift = pkv::model::kTestAffinityShifts[rng() % 3];
   h.strategy = strategy_for(strategy, rng);
   const int setup = static_cast<int>(rng() % 4);
   for (int i = 0; i < setup; ++i) {
@@ -608,6 +611,7 @@ std::string check_histories(int strategy, bool tolerant, std::uint64_t first_see
     ReferenceModel model(h.blocks, h.block_size, 1, 1);
     PagedKvCache::Options o;
     o.pool.magazine_size = h.magazine;
+    o.affinity_shift = h.affinity_shift;
     PagedKvCache cache(h.blocks, h.block_size, 1, 1, o);
     if (!cache.set_eviction_strategy(h.strategy) || !model.set_eviction_strategy(h.strategy))
       return "set_eviction_strategy failed";
