@@ -285,14 +285,14 @@ class Harness {
         }
         if (outcome.items != ids.size()) return "append_batch: items is not seqs.size()";
         // Both lists in strictly increasing item order, in range, no item in both.
-        for (std::size_t k = 0; k < outcome.copies.size(); ++k)
-          if (outcome.copies[k].item >= ids.size() ||
-              (k > 0 && outcome.copies[k].item <= outcome.copies[k - 1].item))
-            return "append_batch: copies not in item order";
-        for (std::size_t k = 0; k < outcome.errors.size(); ++k)
-          if (outcome.errors[k].item >= ids.size() ||
-              (k > 0 && outcome.errors[k].item <= outcome.errors[k - 1].item))
-            return "append_batch: errors not in item order";
+        auto in_order = [&](const auto& list) {
+          for (std::size_t k = 0; k < list.size(); ++k)
+            if (list[k].item >= ids.size() || (k > 0 && list[k].item <= list[k - 1].item))
+              return false;
+          return true;
+        };
+        if (!in_order(outcome.copies)) return "append_batch: copies not in item order";
+        if (!in_order(outcome.errors)) return "append_batch: errors not in item order";
         for (const auto& c : outcome.copies)
           for (const auto& e : outcome.errors)
             if (c.item == e.item) return "append_batch: an item both copied and failed";
