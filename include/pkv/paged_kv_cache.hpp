@@ -266,6 +266,7 @@ class PagedKvCache {
   AppendStep append_locked(Shard& sh, Entry& e, std::size_t num_tokens, std::uint64_t stamp,
                            bool* took, CopyOp* copy, std::optional<Error>* err);
   void note_peak() noexcept;
+  template <bool PerItem>  // defined and instantiated in paged_kv_cache.cpp only
   void append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
                     const std::size_t* per_item, AppendBatchOutcome& out);
 
