@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every Debian package pkv's build, tests, benchmarks and tools use, if missing.
+# Installs every Debian package pkv's build, tests, benchmarks, bindings and tools use, if missing.
 # Idempotent: does nothing (and needs no network) when all are present.
 set -euo pipefail
 pkgs=(
@@ -7,11 +7,16 @@ pkgs=(
   libboost-dev libboost-atomic-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   gnuplot-nox valgrind
+  libcli11-dev libxxhash-dev libssl-dev libhiredis-dev redis-server
+  pybind11-dev python3-pybind11 python3-dev python3-pytest python3-numpy
 )
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The Rust bindings build with `cargo --offline` (std only): a machine without a Rust toolchain on
+# PATH gets Debian's cargo and rustc.
+command -v cargo >/dev/null 2>&1 || missing+=(cargo rustc)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#pkgs[@]} packages present"
   exit 0
