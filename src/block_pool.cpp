@@ -3,7 +3,7 @@
 
 #include <thread>
 
-#include "pkv/detail/block_pool_impl.hpp"
+#include "block_pool_impl.hpp"
 
 namespace pkv {
 

@@ -15,7 +15,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
-#include "pkv/detail/block_pool_impl.hpp"
+#include "block_pool_impl.hpp"
+#include "config.hpp"
 #include "pkv/detail/spin_lock.hpp"
 #include "pkv/detail/thread_index.hpp"
 
@@ -749,7 +750,7 @@ PagedKvCache::AppendStep PagedKvCache::append_locked(Shard& sh, Entry& e, std::s
     // holds it. Its count cannot rise meanwhile: only fork adds references, and fork of any
     // holder of this block locks that holder's shard; the one holder whose next write goes
     // here is `seq`, whose shard we hold. (Two sharers may both copy; never neither.)
-#if defined(PKV_MUTATION_COW)
+#if PKV_MUTATION_COW
     const bool cow = false;  // mutation build: copy-on-write dropped (the checks must fail)
 #else
     const bool cow = room > 0 && e.maybe_shared && pool_->ref_count(e.blocks.back()) > 1;

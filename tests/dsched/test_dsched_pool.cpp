@@ -11,7 +11,7 @@
 #include <string>
 
 #include "dsched.hpp"
-#include "pkv/detail/block_pool_impl.hpp"
+#include "block_pool_impl.hpp"
 
 namespace {
 

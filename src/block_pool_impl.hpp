@@ -1,4 +1,4 @@
-// pkv/detail/block_pool_impl.hpp — BasicBlockPool's definitions (internal).
+// src/block_pool_impl.hpp — BasicBlockPool's definitions (internal, never installed).
 //
 // Included by src/block_pool.cpp, which instantiates BasicBlockPool<std::atomic> once for the
 // library, and by the deterministic-schedule tests, which instantiate it with their own atomic.
@@ -14,18 +14,16 @@
 #include <vector>
 
 #include "pkv/block_pool.hpp"
+#include "config.hpp"
 #include "pkv/detail/thread_index.hpp"
-
-// Mutations for checking that the checks can fail (meson -Dmutation=...; never in a real build).
-#if defined(PKV_MUTATION_ABA)
-#define PKV_TAG_STEP 0u  // the shared list's ABA tag never changes
-#else
-#define PKV_TAG_STEP 1u
-#endif
 
 namespace pkv {
 
 namespace detail {
+
+// What a CAS on the shared list's head adds to its ABA tag: 1, or 0 in the aba mutation build
+// (scripts/mutation-check.sh shows the deterministic-schedule test then fails).
+inline constexpr std::uint32_t kTagStep = PKV_MUTATION_ABA ? 0u : 1u;
 
 inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size) {
   if (num_blocks == 0) return Error::invalid_argument("num_blocks must be at least 1");
@@ -123,7 +121,7 @@ std::size_t BasicBlockPool<Atom>::pop_chain(std::size_t n, bool exact, std::uint
     if (len == 0) return 0;  // list was empty when `h` was read
     // acq_rel on success: continues the release sequence of earlier pushes for later poppers;
     // acquire on failure: the reloaded head's links must be visible for the next walk.
-    if (shared_.head.compare_exchange_weak(h, pack(cur, tag_of(h) + PKV_TAG_STEP),
+    if (shared_.head.compare_exchange_weak(h, pack(cur, tag_of(h) + detail::kTagStep),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
       shared_.count.fetch_sub(static_cast<std::int64_t>(len), std::memory_order_relaxed);
       return len;
@@ -141,7 +139,7 @@ void BasicBlockPool<Atom>::push_chain(const std::uint32_t* ids, std::size_t n) n
   do {
     meta_[ids[n - 1]].next.store(index_of(h), std::memory_order_relaxed);  // published by the CAS
     // release: makes the link stores above visible to whoever pops these blocks.
-  } while (!shared_.head.compare_exchange_weak(h, pack(ids[0], tag_of(h) + PKV_TAG_STEP),
+  } while (!shared_.head.compare_exchange_weak(h, pack(ids[0], tag_of(h) + detail::kTagStep),
                                                std::memory_order_release,
                                                std::memory_order_relaxed));
   shared_.count.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
@@ -153,7 +151,7 @@ void BasicBlockPool<Atom>::take_all_shared(std::vector<std::uint32_t>& out) noex
   do {
     if (index_of(h) == kNil) return;
     // acq_rel: we take ownership of every listed block and must see their links (acquire).
-  } while (!shared_.head.compare_exchange_weak(h, pack(kNil, tag_of(h) + PKV_TAG_STEP),
+  } while (!shared_.head.compare_exchange_weak(h, pack(kNil, tag_of(h) + detail::kTagStep),
                                                std::memory_order_acq_rel,
                                                std::memory_order_acquire));
   std::size_t n = 0;
