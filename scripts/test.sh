@@ -38,7 +38,7 @@ run_build() {
 
 run_build build-release -Dbuildtype=release
 run_build build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dbench=false
-run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dexpensive_checks=true \
   -Dbench=false
 CXX=clang++ run_build build-tsan-clang -Dbuildtype=debugoptimized -Db_sanitize=thread \
   -Db_lundef=false -Dbench=false -Dsim=false

@@ -244,7 +244,7 @@ class PagedKvCache {
   std::size_t shard_index(SeqId seq) const noexcept;
 
   /// The underlying pool (for inspection: ref counts, validate_unsafe).
-  const BlockPool& pool() const noexcept { return *pool_; }
+  const BlockPool& pool() const noexcept;
 
   /// Full structural check of the cache and its pool. NOT thread-safe: call only when quiescent.
   /// Returns "" when all hold: every referenced block's count equals the number of block tables
@@ -253,37 +253,12 @@ class PagedKvCache {
   std::string validate_unsafe() const;
 
  private:
-  struct Shard;
-  struct Stripe;
-  struct Entry;
+  // Everything else lives behind Impl (src/cache/cache_impl.hpp). These three stay inline because
+  // block_size(), total_blocks() and the memory figures above are inline reads of constants.
   struct Impl;
-
-  Shard& shard_of(SeqId seq) const noexcept;
-  Shard& shard_at(SeqId seq, std::size_t hash) const noexcept;  // hash = std::hash<SeqId>{}(seq)
-  Stripe& my_stripe() const noexcept;
-  std::uint64_t tick() noexcept;
-  enum class AppendStep : std::uint8_t { failed, appended, copied };  // append_locked's outcome
-  AppendStep append_locked(Shard& sh, Entry& e, std::size_t num_tokens, std::uint64_t stamp,
-                           bool* took, CopyOp* copy, std::optional<Error>* err);
-  void note_peak() noexcept;
-  template <bool PerItem>  // defined and instantiated in paged_kv_cache.cpp only
-  void append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
-                    const std::size_t* per_item, AppendBatchOutcome& out);
-
   std::size_t num_blocks_;
   std::size_t block_size_;
-  std::size_t num_heads_;
-  std::size_t head_dim_;
   std::size_t block_bytes_;
-  bool hold_copy_sources_ = false;
-  // Shard of a sequence: ((seq >> owner_shift_) & owner_mask_) << owner_pos_ | (hash &
-  // local_mask_). Off: 0, 0, 0, kShards - 1 (the hash alone). On: the owner's slice, then the hash
-  // within it.
-  unsigned owner_shift_ = 0;
-  unsigned owner_pos_ = 0;
-  std::uint64_t owner_mask_ = 0;
-  std::uint64_t local_mask_ = kShards - 1;
-  std::unique_ptr<BlockPool> pool_;
   std::unique_ptr<Impl> impl_;
 };
 

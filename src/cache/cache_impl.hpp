@@ -1,0 +1,120 @@
+// src/cache/cache_impl.hpp — PagedKvCache's state (PagedKvCache::Impl) and the helpers its calls
+// share; the calls themselves are in the .cpp files next to it, one concern each:
+//   cache.cpp          construction, configuration, pin / copy_done, figures and stats, printing
+//   sequences.cpp      allocate, free, fork, get_sequence, sequence_ids
+//   append.cpp         append and append_batch
+//   eviction.cpp       select_eviction_target, evict, evict_to_threshold
+//   streaming_llm.cpp  apply_streaming_llm over the pure compaction of streaming_llm.hpp
+//   validate.cpp       validate_unsafe and the per-shard validator
+// The cache's accounting (exact whenever no call is in flight):
+//   pool.free_count() + sum over blocks b of [ref_count(b) > 0] == num_blocks
+//   ref_count(b) == #{ entries holding b in blocks } + #{ entries holding b in pending }
+//   sum over shards of size == num_sequences()
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <shared_mutex>
+
+#include "block_pool_impl.hpp"  // the pool's definitions, so its calls inline here as in the pool
+#include "cache/placement.hpp"
+#include "cache/shard.hpp"
+#include "config.hpp"
+#include "pkv/block_pool.hpp"
+#include "pkv/detail/cache_line.hpp"
+#include "pkv/detail/thread_index.hpp"
+#include "pkv/paged_kv_cache.hpp"
+
+namespace pkv {
+
+namespace detail {
+
+/// Statistics striped by thread (stats() sums them); relaxed counters.
+struct alignas(kCacheLine) Stripe {
+  std::atomic<std::uint64_t> evictions{0};
+  std::atomic<std::uint64_t> forks{0};
+};
+inline constexpr std::size_t kStripes = 64;
+
+/// What append did to one entry (a one-byte code; the CopyOp and the Error come back apart).
+enum class AppendStep : std::uint8_t { failed, appended, copied };
+
+/// The configuration checks of PagedKvCache::create; sets *block_bytes on success.
+std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size,
+                                  std::size_t num_heads, std::size_t head_dim,
+                                  const PagedKvCache::Options& options, std::size_t* block_bytes);
+
+}  // namespace detail
+
+struct PagedKvCache::Impl {
+  Impl(std::size_t num_blocks, std::size_t block_size, const Options& options);
+
+  // ---- configuration (read-only after construction) ----
+  const std::size_t num_blocks;
+  const std::size_t block_size;
+  const bool hold_copy_sources;
+  const detail::Placement placement;
+  BlockPool pool;
+
+  // ---- shards and shared words ----
+  std::array<detail::Shard, kShards> shards;
+  std::array<detail::Stripe, detail::kStripes> stripes;
+  // Bit i set while shard i's published head is not empty (PublishedHead): victim scans read
+  // these kShards / 64 words and then only the heads of occupied shards.
+  alignas(detail::kCacheLine) std::array<std::atomic<std::uint64_t>, kShards / 64> occupied{};
+  static_assert(kShards % 64 == 0);
+  // Logical clock for recency: one relaxed RMW on its own line (tick()).
+  alignas(detail::kCacheLine) std::atomic<std::uint64_t> clock{0};
+  alignas(detail::kCacheLine) std::atomic<std::uint64_t> peak{0};  // CAS-max, relaxed (a figure)
+  std::atomic<double> threshold{0.9};
+  static_assert(std::atomic<double>::is_always_lock_free);
+  // Excludes strategy changes (writer) from victim selection (readers). Never taken by
+  // allocate / append / free / fork / get_sequence.
+  mutable std::shared_mutex strategy_mu;
+  EvictionStrategy strategy;  // guarded by strategy_mu
+
+  // ---- helpers the calls share ----
+
+  detail::Shard& shard_at(SeqId seq, std::size_t hash) noexcept {
+    return shards[placement.shard(seq, hash)];
+  }
+  detail::Shard& shard_of(SeqId seq) noexcept { return shard_at(seq, std::hash<SeqId>{}(seq)); }
+  std::size_t index_of(const detail::Shard& sh) const noexcept {
+    return static_cast<std::size_t>(&sh - shards.data());
+  }
+  detail::Stripe& my_stripe() noexcept {
+    return stripes[detail::thread_index() & (detail::kStripes - 1)];
+  }
+
+  /// A recency stamp, taken under the shard lock of the sequence it stamps. One relaxed RMW on a
+  /// line of its own: its modification order agrees with happens-before, so calls that happen
+  /// one after another are ordered exactly. Within a shard the stamps rise, since they are taken
+  /// under the shard lock; the recency list's O(1) push to the tail relies on that.
+  std::uint64_t tick() noexcept { return clock.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+  /// Raises `peak` to the pool's used count (after a call took blocks).
+  void note_peak() noexcept {
+    const std::uint64_t used = pool.used_count();
+    std::uint64_t p = peak.load(std::memory_order_relaxed);
+    while (used > p && !peak.compare_exchange_weak(p, used, std::memory_order_relaxed)) {
+    }
+  }
+
+  /// The per-shard validator, for PKV_ASSERT_EXPENSIVE after a locked mutation of `sh`.
+  std::string validate_shard(const detail::Shard& sh) const {
+    return sh.validate_locked(index_of(sh), placement, block_size, pool);
+  }
+
+  // append.cpp
+  detail::AppendStep append_locked(detail::Shard& sh, detail::Entry& e, std::size_t num_tokens,
+                                   std::uint64_t stamp, bool* took, CopyOp* copy,
+                                   std::optional<Error>* err);
+  template <bool PerItem>
+  void append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
+                    const std::size_t* per_item, AppendBatchOutcome& out);
+};
+
+}  // namespace pkv

@@ -1,0 +1,208 @@
+// The cache's parts on their own (src/cache/): the sequence table (SeqMap), StreamingLLM's
+// compaction, the victim index and the placement. Single-threaded; internal headers.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "cache/placement.hpp"
+#include "cache/shard.hpp"
+#include "cache/seq_map.hpp"
+#include "cache/streaming_llm.hpp"
+#include "cache/victim_index.hpp"
+
+namespace {
+
+using pkv::SeqId;
+using pkv::TokenRun;
+using pkv::detail::compact_streaming;
+using pkv::detail::SeqMap;
+using pkv::detail::StreamingCompaction;
+
+TEST(SeqMap, st_matches_std_map_under_random_inserts_and_erases) {
+  SeqMap<int> m;
+  std::map<std::uint64_t, int> ref;
+  std::mt19937_64 rng(7);
+  for (int step = 0; step < 20000; ++step) {
+    // Small key range: many collisions in the probe runs, many erases of present keys.
+    const std::uint64_t k = rng() % 300;
+    if (rng() % 3 != 0 && !ref.contains(k)) {
+      m.insert_new(SeqId{k}, int{step});
+      ref[k] = step;
+    } else if (ref.contains(k)) {
+      m.erase(SeqId{k});
+      ref.erase(k);
+    }
+    if (step % 97 == 0) {
+      ASSERT_EQ(m.validate(), "") << "step " << step;
+    }
+  }
+  ASSERT_EQ(m.validate(), "");
+  ASSERT_EQ(m.size(), ref.size());
+  for (std::uint64_t k = 0; k < 300; ++k) {
+    int* v = m.find_entry(SeqId{k});
+    ASSERT_EQ(v != nullptr, ref.contains(k)) << k;
+    if (v != nullptr) {
+      EXPECT_EQ(*v, ref[k]);
+    }
+  }
+  std::size_t visited = 0;
+  for (auto& kv : m) {
+    EXPECT_EQ(ref.at(kv.first.value), kv.second);
+    ++visited;
+  }
+  EXPECT_EQ(visited, ref.size());
+  EXPECT_LE(2 * m.size(), m.capacity());
+}
+
+TEST(SeqMap, st_values_never_move) {
+  SeqMap<int> m;
+  int* first = &m.insert_new(SeqId{1}, int{10})->second;
+  for (std::uint64_t k = 2; k < 1000; ++k) m.insert_new(SeqId{k}, int{0});  // many grows
+  EXPECT_EQ(m.find_entry(SeqId{1}), first);
+  for (std::uint64_t k = 2; k < 1000; ++k) m.erase(SeqId{k});  // many backward shifts
+  EXPECT_EQ(m.find_entry(SeqId{1}), first);
+  EXPECT_EQ(*first, 10);
+  EXPECT_EQ(m.validate(), "");
+}
+
+// 40 tokens in 3 blocks of 16: keep 4 sink + 16 window. Tokens 24..39 sit in slots 24..39
+// (blocks 1 and 2), the sink in block 0.
+TEST(StreamingCompaction, st_keeps_blocks_of_sink_and_window_only) {
+  const std::vector<TokenRun> runs{{0, 0, 40}};
+  const StreamingCompaction c = compact_streaming(runs, 3, 16, 40, 4, 16);
+  ASSERT_EQ(c.new_index.size(), 3u);
+  EXPECT_EQ(c.new_index[0], 0u);
+  EXPECT_EQ(c.new_index[1], 1u);
+  EXPECT_EQ(c.new_index[2], 2u);
+  const std::vector<TokenRun> want{{0, 0, 4}, {4, 24, 16}};
+  EXPECT_EQ(c.runs, want);
+}
+
+TEST(StreamingCompaction, st_drops_middle_blocks_and_renumbers_slots) {
+  // 100 tokens over 7 blocks of 16; keep 16 sink (block 0) + 10 window (tokens 90..99 = slots
+  // 90..99, block 5 and 6): blocks 1..4 go; the window moves to compacted blocks 1 and 2.
+  const std::vector<TokenRun> runs{{0, 0, 100}};
+  const StreamingCompaction c = compact_streaming(runs, 7, 16, 100, 16, 10);
+  const std::vector<std::uint64_t> idx{0, StreamingCompaction::kDropped,
+                                       StreamingCompaction::kDropped,
+                                       StreamingCompaction::kDropped,
+                                       StreamingCompaction::kDropped, 1, 2};
+  EXPECT_EQ(c.new_index, idx);
+  // Sink ends at slot 16 (block 0 full) and the window starts at slot 90 -> 16 + 10 = 26: the
+  // two runs are adjacent in token order but not in slots, so they stay two.
+  const std::vector<TokenRun> want{{0, 0, 16}, {16, 26, 10}};
+  EXPECT_EQ(c.runs, want);
+}
+
+TEST(StreamingCompaction, st_merges_runs_that_become_adjacent) {
+  // A second compaction of an already compacted sequence: runs {0,0,4},{4,24,20} (24 tokens,
+  // blocks 0..2 of 16 = 48 slots, slots 4..23 dead). Keep 4 + 20: nothing dropped (n == keep is
+  // the caller's case), so keep 4 + 19 of 24 instead: token 4 (slot 24) goes; blocks stay.
+  const std::vector<TokenRun> runs{{0, 0, 4}, {4, 24, 20}};
+  const StreamingCompaction c = compact_streaming(runs, 3, 16, 24, 4, 19);
+  const std::vector<TokenRun> want{{0, 0, 4}, {4, 25, 19}};
+  EXPECT_EQ(c.runs, want);
+  // Keep the sink only in block 0, the window in block 2: block 1 (slots 16..31) still holds
+  // window tokens 25..31, so every block stays.
+  for (std::uint64_t i : c.new_index) EXPECT_NE(i, StreamingCompaction::kDropped);
+}
+
+TEST(VictimIndex, st_list_and_set_kinds_agree_on_the_head) {
+  using pkv::detail::Entry;
+  using pkv::detail::VictimIndex;
+  std::vector<Entry> es;
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    Entry e(SeqId{i});
+    e.last_access = 10 + (i * 5) % 8;  // distinct stamps, not in id order
+    e.access_count = 1 + i % 3;
+    es.push_back(std::move(e));
+  }
+  for (auto kind : {VictimIndex::Kind::lru, VictimIndex::Kind::lfu,
+                    VictimIndex::Kind::longest_first, VictimIndex::Kind::priority}) {
+    VictimIndex idx;
+    std::vector<Entry*> ptrs;
+    for (Entry& e : es) ptrs.push_back(&e);
+    idx.rebuild(kind, ptrs);
+    ASSERT_EQ(idx.size(), es.size());
+    // The head is the smallest key, whatever the representation.
+    pkv::detail::Key best = idx.key_of(es[0]);
+    for (const Entry& e : es) best = std::min(best, idx.key_of(e));
+    ASSERT_TRUE(idx.head().has_value());
+    EXPECT_EQ(*idx.head(), best);
+    EXPECT_EQ(idx.validate(es.size(), [](const Entry&) { return true; }), "");
+    // Touch the head: it moves behind everyone under LRU.
+    Entry* h = nullptr;
+    for (Entry& e : es)
+      if (idx.key_of(e) == best) h = &e;
+    ASSERT_NE(h, nullptr);
+    idx.update(*h, [](Entry& x) { x.last_access = 100; });
+    EXPECT_NE(idx.head()->seq, kind == VictimIndex::Kind::lru ? h->id.value : ~0ull);
+    EXPECT_EQ(idx.validate(es.size(), [](const Entry&) { return true; }), "");
+    idx.update(*h, [](Entry& x) { x.last_access = 100 - 90; });  // back to a stamp of 10
+    idx.erase(*h);
+    EXPECT_EQ(idx.size(), es.size() - 1);
+    EXPECT_FALSE(idx.contains(*h));
+  }
+}
+
+TEST(Placement, st_affine_ids_stay_in_their_owners_slice) {
+  using pkv::PagedKvCache;
+  const auto off = pkv::detail::Placement::from_affinity_shift(0);
+  const auto on = pkv::detail::Placement::from_affinity_shift(8);
+  constexpr std::size_t per_slice = PagedKvCache::kShards / PagedKvCache::kAffinitySlices;
+  for (std::uint64_t owner = 0; owner < 40; ++owner) {
+    for (std::uint64_t n = 0; n < 50; ++n) {
+      const SeqId id{(owner << 8) | n};
+      const std::size_t h = std::hash<SeqId>{}(id);
+      EXPECT_EQ(off.shard(id, h), h & (PagedKvCache::kShards - 1));
+      EXPECT_EQ(on.shard(id, h) / per_slice, owner % PagedKvCache::kAffinitySlices);
+    }
+  }
+}
+
+// The per-shard validator (what PKV_ASSERT_EXPENSIVE runs) accepts a consistent shard and
+// reports each broken invariant.
+TEST(Shard, st_validator_reports_broken_invariants) {
+  using pkv::detail::Entry;
+  pkv::BlockPool pool(16);
+  const auto placement = pkv::detail::Placement::from_affinity_shift(0);
+  const SeqId id{42};
+  const std::size_t home = placement.shard(id, std::hash<SeqId>{}(id));
+  pkv::detail::Shard sh;
+  std::atomic<std::uint64_t> occupancy{0};
+  sh.head.attach(&occupancy, 1);
+  Entry e(id);
+  ASSERT_TRUE(pool.acquire(1, e.blocks));
+  e.runs.push_back(TokenRun{0, 0, 5});
+  e.num_tokens = 5;
+  e.end_slot = 5;
+  e.last_access = 1;
+  Entry& in = sh.insert_locked(id, std::move(e));
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_NE(sh.validate_locked(home + 1, placement, 16, pool), "");  // wrong shard
+
+  in.end_slot = 4;  // no longer the end of its runs
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  in.end_slot = 5;
+  in.num_tokens = 6;  // runs no longer cover num_tokens
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  in.num_tokens = 5;
+  in.pins = 1;  // pinned but still indexed
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  in.pins = 0;
+  ASSERT_TRUE(pool.release(in.blocks[0]));  // the table now holds a free block
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  ASSERT_TRUE(pool.acquire(1, in.blocks));
+  in.blocks.erase(in.blocks.begin());
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
+  auto released = sh.take_locked(sh.map.find(id), pool);
+  EXPECT_EQ(released.size(), 1u);
+  EXPECT_EQ(pool.free_count(), 16u);
+  EXPECT_EQ(occupancy.load(), 0u);
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
+}
+
+}  // namespace
