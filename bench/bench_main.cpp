@@ -32,6 +32,7 @@
 #include "baselines/pool_baselines.hpp"
 #include "baselines/seed_mutex_cache.hpp"
 #include "pkv/pkv.hpp"
+#include "prefix_workloads.hpp"
 #include "workloads.hpp"
 
 #if defined(__has_include)
@@ -165,6 +166,14 @@ void add_batch(const std::string& impl) {
   });
 }
 
+// Prefix caching (prefix_workloads.hpp). BM_block_hashes/<algorithm>: items are blocks hashed.
+void add_prefix() {
+  for (const pkv::HashAlgorithm a : {pkv::HashAlgorithm::sha256, pkv::HashAlgorithm::xxh3_128}) {
+    add<BlockHashes>(std::string("BM_block_hashes/") + pkv::to_string(a), Threads::one,
+                     [a](int t) { return std::make_unique<BlockHashes>(t, a); });
+  }
+}
+
 void register_all() {
   add_pool<pkv::BlockPool>("pkv",
                            [](std::size_t n) { return std::make_unique<pkv::BlockPool>(n); });
@@ -184,6 +193,7 @@ void register_all() {
   add_batch<Seed>("seed_mutex_batch");
   add_evict<Pkv>("pkv");
   add_evict<Seed>("seed_mutex");
+  add_prefix();
 }
 
 int callgrind_main(const std::string& name, std::int64_t iterations) {

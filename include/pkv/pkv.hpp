@@ -5,6 +5,7 @@
 // block pool underneath (block_pool.hpp) is usable on its own.
 #pragma once
 
+#include "pkv/block_hash.hpp"
 #include "pkv/block_pool.hpp"
 #include "pkv/paged_kv_cache.hpp"
 #include "pkv/types.hpp"
