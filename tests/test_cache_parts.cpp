@@ -181,28 +181,30 @@ TEST(Shard, st_validator_reports_broken_invariants) {
   e.end_slot = 5;
   e.last_access = 1;
   Entry& in = sh.insert_locked(id, std::move(e));
-  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
-  EXPECT_NE(sh.validate_locked(home + 1, placement, 16, pool), "");  // wrong shard
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool, nullptr), "");
+  EXPECT_NE(sh.validate_locked(home + 1, placement, 16, pool, nullptr), "");  // wrong shard
 
   in.end_slot = 4;  // no longer the end of its runs
-  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool, nullptr), "");
   in.end_slot = 5;
   in.num_tokens = 6;  // runs no longer cover num_tokens
-  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool, nullptr), "");
   in.num_tokens = 5;
   in.pins = 1;  // pinned but still indexed
-  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool, nullptr), "");
   in.pins = 0;
   ASSERT_TRUE(pool.release(in.blocks[0]));  // the table now holds a free block
-  EXPECT_NE(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_NE(sh.validate_locked(home, placement, 16, pool, nullptr), "");
   ASSERT_TRUE(pool.acquire(1, in.blocks));
   in.blocks.erase(in.blocks.begin());
-  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
-  auto released = sh.take_locked(sh.map.find(id), pool);
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool, nullptr), "");
+  auto released = sh.take_locked(sh.map.find(id), [&](std::span<const pkv::BlockId> ids, bool) {
+    (void)pool.release(ids);
+  });
   EXPECT_EQ(released.size(), 1u);
   EXPECT_EQ(pool.free_count(), 16u);
   EXPECT_EQ(occupancy.load(), 0u);
-  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool), "");
+  EXPECT_EQ(sh.validate_locked(home, placement, 16, pool, nullptr), "");
 }
 
 }  // namespace

@@ -68,6 +68,35 @@
 //   per call; append_batch takes all of its items' stamps with one fetch_add): its order agrees
 //   with happens-before, so LRU/LFU order is exact for calls that happen one after another.
 //
+// Prefix caching (Options::prefix, on by default; src/cache/prefix_cache.hpp has the machinery)
+//   A sequence allocated with token ids (allocate(seq, prompt, salt)) is in token mode: its full
+//   blocks are named by chain hashes (pkv/block_hash.hpp) and, once the caller has written their
+//   KV (commit(), or append with token ids, which commits what the sequence held before), become
+//   findable: a later allocate of a prompt with the same leading blocks under the same salt shares
+//   them instead of computing them. Only full, committed blocks are findable; two threads prefilling
+//   the same prompt at once each compute their own copy (duplicates per hash are allowed).
+//   Block states: plain free -> held -> cached-held (findable) -> reclaimable (findable, held by
+//   no sequence; counted in free_block_count()) -> revived by a hit, or reclaimed (taken for other
+//   data, and no longer findable under its old hash). New blocks come from plain free blocks
+//   first; reclaimable ones are taken only when none is left, least recently released first, and
+//   a sequence's blocks are released tail first. No stranding: allocating k blocks succeeds
+//   whenever plain free + reclaimable >= k.
+//     free_block_count() == plain free + reclaimable,  used + free == total_blocks()
+//   Different salts never share a block. With verify_tokens a hit also compares the stored token
+//   ids, so a digest collision cannot produce a wrong hit (prefix_stats().verify_failures counts
+//   those that differed). fork shares cached blocks like any block; a copy-on-write block is
+//   private until full and committed; apply_streaming_llm stops a sequence's publishing; a
+//   sequence allocated by count never publishes, and appending by count to one in token mode is
+//   invalid_operation.
+//   Concurrency: match_prefix and the hit path of allocate take no lock other lookups take: a
+//   hit is one CAS on the block's state word (holders + generation + findable), so a block is
+//   either revived or reclaimed, never both. Publishing and reclaiming take one index shard's
+//   lock. A lookup racing with a publish or reclaim on the same index shard may miss; it never
+//   returns a block whose content differs from the hash it asked for.
+//   Memory ordering: a block's hash (and token ids) are stored with release before its findable
+//   bit is set (acq_rel CAS); lookups load state and hash with acquire and validate by CAS (or
+//   by re-reading the state), so a validated hash is the one published with that generation.
+//
 // Defined edge cases
 //   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
 //   returns no CopyOp and counts as an access (recency and LFU). apply_streaming_llm with
@@ -81,9 +110,12 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
+#include "pkv/block_hash.hpp"
 #include "pkv/block_pool.hpp"
+#include "pkv/prefix_types.hpp"
 #include "pkv/types.hpp"
 
 namespace pkv {
@@ -110,6 +142,9 @@ class PagedKvCache {
     /// Nothing else changes: any thread may still call anything on any sequence. Values above
     /// 63 are rejected (Errc::invalid_argument).
     unsigned affinity_shift = 0;
+    /// Automatic prefix caching (see "Prefix caching" above). Only sequences allocated with
+    /// token ids take part; a cache used only through the count forms never builds its index.
+    PrefixCachingOptions prefix{};
   };
   /// Shard slices for Options::affinity_shift (a power of two dividing kShards).
   static constexpr std::size_t kAffinitySlices = 16;
@@ -215,6 +250,49 @@ class PagedKvCache {
 
   /// Drops the sequence and one reference to each of its blocks. Errors: sequence_not_found.
   Result<void> free(SeqId seq);
+
+  // ---- prefix caching (see "Prefix caching" above; shard-locking unless marked) ----
+  /// Registers `seq` with the blocks of `prompt`: the cached blocks of its longest cached prefix
+  /// (under `salt`) are shared, new blocks are taken for the rest, all or nothing. Returns how
+  /// many leading tokens were found cached: a multiple of block_size and at most
+  /// prompt.size() - 1 (the last prompt token is always computed, to produce logits). Commits
+  /// nothing: the caller writes the KV of the other tokens, then commit()s or appends.
+  /// With prefix caching off it acts as allocate(seq, prompt.size()) and returns 0.
+  /// Errors: invalid_argument (empty prompt); invalid_operation (exists); out_of_memory (then no
+  /// holder count changed).
+  Result<std::size_t> allocate(SeqId seq, std::span<const TokenId> prompt,
+                               std::string_view salt = {});
+  /// append(seq, tokens.size()) that records the ids, so that full blocks can be published. It
+  /// first commits every token the sequence held before the call (the forward pass that produced
+  /// these tokens computed them). On a sequence allocated by count, or with prefix caching off,
+  /// it is the count form. Errors: as the count form.
+  Result<std::optional<CopyOp>> append(SeqId seq, std::span<const TokenId> tokens);
+  /// One decode step with token ids, one token per item: append(seqs[i], {tokens[i]}) in order,
+  /// with append_batch's outcome and recency rules. Errors: invalid_argument when the spans
+  /// differ in length (nothing appended, `out` cleared).
+  Result<void> append_batch(std::span<const SeqId> seqs, std::span<const TokenId> tokens,
+                            AppendBatchOutcome& out);
+  /// The caller has written the KV of the first `num_tokens` tokens of `seq`: the full blocks
+  /// among them become findable. Returns how many blocks were newly published (0 for a
+  /// sequence that does not publish: allocated by count, or after StreamingLLM).
+  /// Errors: sequence_not_found; invalid_argument when num_tokens exceeds the sequence's length.
+  Result<std::size_t> commit(SeqId seq, std::size_t num_tokens);
+  /// How many leading tokens of `tokens` allocate(.., tokens, salt) would find cached now, with
+  /// no effect. Thread-safe, lock-free.
+  std::size_t match_prefix(std::span<const TokenId> tokens, std::string_view salt = {}) const;
+  /// Findable blocks, held or not. Lock-free (exact when no call is in flight).
+  std::size_t cached_block_count() const noexcept;
+  /// Findable blocks held by no sequence (counted in free_block_count()). Lock-free.
+  std::size_t reclaimable_block_count() const noexcept;
+  /// The prefix cache's counters (prefix_types.hpp). Lock-free.
+  PrefixCacheStats prefix_stats() const noexcept;
+  /// Forgets every hash: held blocks stay with their sequences (and are not published again),
+  /// reclaimable ones become plain free. Thread-safe; calls racing with it may publish blocks
+  /// that stay findable.
+  Result<void> reset_prefix_cache();
+  /// How many sequences hold block `b` (the pool's count for blocks of count-mode sequences, the
+  /// prefix cache's holder count for those of token-mode ones). For tests and inspection.
+  std::size_t block_ref_count(BlockId b) const noexcept;
 
   /// Creates `dst` sharing every block of `src` (reference counts up, no block taken).
   /// Errors: invalid_operation for src == dst ("Cannot fork sequence S<n> onto itself") or an

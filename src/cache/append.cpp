@@ -21,13 +21,19 @@ namespace {
 // shard lock. Returns false, having changed nothing, when the slow path must run.
 [[gnu::always_inline]] inline bool append_fast(Shard& sh, Entry& e, std::size_t block_size,
                                                std::size_t num_tokens, std::uint64_t stamp) {
-  if (num_tokens == 0 || e.maybe_shared || e.runs.empty() ||
+  if (num_tokens == 0 || e.maybe_shared || e.token_mode || e.runs.empty() ||
       num_tokens > e.blocks.size() * block_size - e.next_slot())
     return false;
   e.runs.back().length += num_tokens;
   e.end_slot += num_tokens;
   sh.touch_appended(e, num_tokens, stamp);
   return true;
+}
+
+// The count forms on a token-mode sequence (its ids would be missing from its chain).
+[[gnu::cold]] Error appended_by_count(SeqId seq) {
+  return Error::invalid_operation("Sequence " + to_string(seq) +
+                                  " was allocated with token ids: append token ids");
 }
 
 }  // namespace
@@ -55,7 +61,7 @@ AppendStep PagedKvCache::Impl::append_locked(Shard& sh, Entry& e, std::size_t nu
     // here is `seq`, whose shard we hold. (Two sharers may both copy; never neither.) The cow
     // mutation build (scripts/mutation-check.sh) drops the copy, so the checks must fail.
     const bool cow = !PKV_MUTATION_COW && room > 0 && e.maybe_shared &&
-                     pool.ref_count(e.blocks.back()) > 1;
+                     holders(e.blocks.back(), e.token_mode) > 1;
     const std::uint64_t beyond = num_tokens > room ? num_tokens - room : 0;
     const std::uint64_t fresh = beyond / block_size + (beyond % block_size != 0 ? 1 : 0);
     const std::uint64_t need = fresh + (cow ? 1 : 0);
@@ -68,7 +74,7 @@ AppendStep PagedKvCache::Impl::append_locked(Shard& sh, Entry& e, std::size_t nu
       if (need <= num_blocks && e.blocks.capacity() < old_len + need)
         e.blocks.reserve(std::max<std::size_t>(2 * e.blocks.capacity(), old_len + need));
       // acquire appends to e.blocks, or fails and leaves it unchanged (nothing changed then).
-      if (Result<void> r = pool.acquire(need, e.blocks); !r) {
+      if (Result<void> r = acquire_blocks(need, e.blocks, e.token_mode); !r) {
         err->emplace(r.error());
         return AppendStep::failed;
       }
@@ -85,7 +91,7 @@ AppendStep PagedKvCache::Impl::append_locked(Shard& sh, Entry& e, std::size_t nu
         if (hold_copy_sources) {
           e.pending.push_back(unshared);
         } else {
-          (void)pool.release(unshared);
+          release_block(unshared, e.token_mode);
         }
       }
     }
@@ -115,9 +121,13 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::size_t num_to
     Entry* e = sh.map.find_entry(seq, hash);
     if (e == nullptr) return Error::sequence_not_found(seq);
     const std::uint64_t stamp = m.tick();
-    step = append_fast(sh, *e, block_size_, num_tokens, stamp)
-               ? AppendStep::appended
-               : m.append_locked(sh, *e, num_tokens, stamp, &took, &copy, &err);
+    if (append_fast(sh, *e, block_size_, num_tokens, stamp)) {
+      step = AppendStep::appended;
+    } else if (e->token_mode) {
+      return appended_by_count(seq);
+    } else {
+      step = m.append_locked(sh, *e, num_tokens, stamp, &took, &copy, &err);
+    }
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   if (took) m.note_peak();
@@ -186,9 +196,13 @@ void PagedKvCache::Impl::append_items(std::span<const SeqId> seqs, std::size_t n
       if (e == nullptr) {
         err.emplace(Error::sequence_not_found(seq));
       } else {
-        step = append_fast(sh, *e, block_size, n, base + i + 1)
-                   ? AppendStep::appended
-                   : append_locked(sh, *e, n, base + i + 1, &took, &copy, &err);
+        if (append_fast(sh, *e, block_size, n, base + i + 1)) {
+          step = AppendStep::appended;
+        } else if (e->token_mode) {
+          err.emplace(appended_by_count(seq));
+        } else {
+          step = append_locked(sh, *e, n, base + i + 1, &took, &copy, &err);
+        }
       }
       PKV_ASSERT_EXPENSIVE(validate_shard(sh));
     }

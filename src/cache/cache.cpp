@@ -49,6 +49,7 @@ PagedKvCache::Impl::Impl(std::size_t nb, std::size_t bs, const Options& options)
       block_size(bs),
       hold_copy_sources(options.hold_copy_sources),
       placement(detail::Placement::from_affinity_shift(options.affinity_shift)),
+      prefix_options(options.prefix),
       pool(nb, options.pool) {
   for (std::size_t i = 0; i < kShards; ++i)
     shards[i].head.attach(&occupied[i / 64], std::uint64_t{1} << (i % 64));
@@ -169,7 +170,7 @@ Result<std::size_t> PagedKvCache::copy_done(SeqId seq) {
     if (e == nullptr) return Error::sequence_not_found(seq);
     pending.swap(e->pending);
     // Under the lock, as Shard::take_locked says.
-    (void)m.pool.release(std::span<const BlockId>(pending));
+    m.release_blocks(pending, e->token_mode);
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   return pending.size();
@@ -178,10 +179,10 @@ Result<std::size_t> PagedKvCache::copy_done(SeqId seq) {
 // ---- figures ----
 
 std::size_t PagedKvCache::free_block_count() const noexcept {
-  return impl_->pool.free_count();
+  return impl_->free_blocks();
 }
 std::size_t PagedKvCache::used_block_count() const noexcept {
-  return impl_->pool.used_count();
+  return num_blocks_ - std::min(num_blocks_, impl_->free_blocks());
 }
 
 double PagedKvCache::utilization() const noexcept {

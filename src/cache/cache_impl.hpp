@@ -6,13 +6,20 @@
 //   eviction.cpp       select_eviction_target, evict, evict_to_threshold
 //   streaming_llm.cpp  apply_streaming_llm over the pure compaction of streaming_llm.hpp
 //   validate.cpp       validate_unsafe and the per-shard validator
+//   prefix.cpp         prefix caching's calls: allocate / append with token ids, commit,
+//                      match_prefix, its figures (over prefix_cache.hpp)
+//   blocks.cpp         taking and dropping blocks for sequences, managed or plain
 // The cache's accounting (exact whenever no call is in flight):
-//   pool.free_count() + sum over blocks b of [ref_count(b) > 0] == num_blocks
-//   ref_count(b) == #{ entries holding b in blocks } + #{ entries holding b in pending }
+//   pool.free_count() + reclaimable + #{ b : holders(b) > 0 } == num_blocks
+//   holders(b) == #{ entries holding b in blocks } + #{ entries holding b in pending }
+//   where holders(b) is the pool's ref_count(b) for a plain block and the prefix cache's holder
+//   count for a managed one (held by token-mode entries only), and reclaimable blocks hold the
+//   pool's reference of the cache (prefix_cache.hpp)
 //   sum over shards of size == num_sequences()
 #pragma once
 
 #include <array>
+#include <mutex>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +28,7 @@
 
 #include "block_pool_impl.hpp"  // the pool's definitions, so its calls inline here as in the pool
 #include "cache/placement.hpp"
+#include "cache/prefix_cache.hpp"
 #include "cache/shard.hpp"
 #include "config.hpp"
 #include "pkv/block_pool.hpp"
@@ -57,7 +65,17 @@ struct PagedKvCache::Impl {
   const std::size_t block_size;
   const bool hold_copy_sources;
   const detail::Placement placement;
+  const PrefixCachingOptions prefix_options;
   BlockPool pool;
+
+  // ---- prefix caching: created by the first call that uses token ids ----
+  std::once_flag prefix_once;
+  std::unique_ptr<detail::PrefixCache> prefix_owner;
+  std::atomic<detail::PrefixCache*> prefix{nullptr};  // release once built, acquire to use
+  detail::PrefixCache* prefix_or_null() const noexcept {
+    return prefix.load(std::memory_order_acquire);
+  }
+  detail::PrefixCache& prefix_cache();  // builds it on first use
 
   // ---- shards and shared words ----
   std::array<detail::Shard, kShards> shards;
@@ -97,7 +115,7 @@ struct PagedKvCache::Impl {
 
   /// Raises `peak` to the pool's used count (after a call took blocks).
   void note_peak() noexcept {
-    const std::uint64_t used = pool.used_count();
+    const std::uint64_t used = num_blocks - free_blocks();
     std::uint64_t p = peak.load(std::memory_order_relaxed);
     while (used > p && !peak.compare_exchange_weak(p, used, std::memory_order_relaxed)) {
     }
@@ -105,7 +123,30 @@ struct PagedKvCache::Impl {
 
   /// The per-shard validator, for PKV_ASSERT_EXPENSIVE after a locked mutation of `sh`.
   std::string validate_shard(const detail::Shard& sh) const {
-    return sh.validate_locked(index_of(sh), placement, block_size, pool);
+    return sh.validate_locked(index_of(sh), placement, block_size, pool, prefix_or_null());
+  }
+
+  // blocks.cpp: blocks for a sequence; `managed` = the sequence is in token mode.
+  /// Takes k blocks into `out` (appended), plain free ones first, then reclaimable ones, least
+  /// recently released first; all or nothing (Errc::out_of_memory, `out` unchanged).
+  Result<void> acquire_blocks(std::size_t k, std::vector<BlockId>& out, bool managed) {
+    if (!managed) {  // the plain path stays the pool's own while it has free blocks
+      Result<void> r = pool.acquire(k, out);
+      if (r || prefix_or_null() == nullptr) return r;
+    }
+    return acquire_blocks_slow(k, out, managed);
+  }
+  Result<void> acquire_blocks_slow(std::size_t k, std::vector<BlockId>& out, bool managed);
+  void retain_blocks(std::span<const BlockId> ids, bool managed);
+  void release_block(BlockId b, bool managed);
+  void release_blocks(std::span<const BlockId> ids, bool managed);
+  std::uint64_t holders(BlockId b, bool managed) const noexcept {
+    return managed ? prefix_or_null()->holders(b) : pool.ref_count(b);
+  }
+  /// Free blocks as a user counts them: plain free + reclaimable.
+  std::size_t free_blocks() const noexcept {
+    const detail::PrefixCache* pc = prefix_or_null();
+    return pool.free_count() + (pc != nullptr ? pc->reclaimable() : 0);
   }
 
   // append.cpp

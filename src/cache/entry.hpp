@@ -10,12 +10,18 @@
 //   every block of `blocks` holds at least one kept token
 //   pins > 0  <=>  the entry is not in its shard's victim index
 //   !streamed  =>  runs.size() <= 1  (only StreamingLLM leaves dead slots)
+//   token mode (allocated with token ids, prefix caching on):
+//     tokens.size() == num_tokens (while publishing),  committed <= num_tokens,
+//     published <= hashes.size() <= num_tokens / block_size,
+//     blocks[0, published) are findable or were published once (their hashes are hashes[i]),
+//     every block of `blocks` and `pending` is managed (prefix_cache.hpp)
 // Not thread-safe: guarded by its shard's lock.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "pkv/block_hash.hpp"
 #include "pkv/types.hpp"
 
 namespace pkv::detail {
@@ -46,7 +52,19 @@ struct Entry : ListHook {  // the hook links it into its shard's recency list
   // private. While clear, append skips the reference-count read: the last block of this entry
   // can only become shared through fork of this entry, which holds this shard's lock.
   bool maybe_shared = false;
+  // Allocated with token ids on a prefix-caching cache: its blocks are managed (holder counts in
+  // the prefix cache's block states) and appending by count is refused. The count forms' fast
+  // path bails on it.
+  bool token_mode = false;
+  bool publishing = false;  // token_mode and its blocks still a prefix (StreamingLLM clears it)
   std::vector<BlockId> pending;  // copy-on-write sources still held (Options::hold_copy_sources)
+
+  // ---- token mode only ----
+  std::vector<TokenId> tokens;     // every token's id, in order (while publishing)
+  std::vector<BlockHash> hashes;   // chain hashes of full blocks [0, hashes.size())
+  BlockHash salt_root{};           // h_{-1} = H(salt)
+  std::uint64_t committed = 0;     // leading tokens whose KV the caller has written
+  std::size_t published = 0;       // blocks [0, published) have been made findable
 
   std::uint64_t next_slot() const noexcept { return end_slot; }
   // What end_slot must be for these runs.

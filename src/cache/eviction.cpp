@@ -83,7 +83,10 @@ Result<SeqId> PagedKvCache::evict() {
       Entry* e = sh.index.head_entry(sh.map);
       if (e == nullptr) return false;
       victim = e->id;
-      released = sh.take_locked(sh.map.find(victim), m.pool);
+      released = sh.take_locked(sh.map.find(victim), [&](std::span<const BlockId> ids,
+                                                          bool managed) {
+        m.release_blocks(ids, managed);
+      });
       PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
       return true;
     });

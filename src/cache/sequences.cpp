@@ -20,7 +20,7 @@ Result<void> PagedKvCache::allocate(SeqId seq, std::size_t num_tokens) {
       return Error::invalid_operation("Sequence " + to_string(seq) + " already exists");
     Entry e(seq);
     if (nb > 0) {
-      if (Result<void> r = m.pool.acquire(nb, e.blocks); !r) return r.error();
+      if (Result<void> r = m.acquire_blocks(nb, e.blocks, false); !r) return r.error();
       e.runs.push_back(TokenRun{0, 0, num_tokens});
       e.end_slot = num_tokens;
     }
@@ -42,7 +42,8 @@ Result<void> PagedKvCache::free(SeqId seq) {
     std::lock_guard<ShardLock> g(sh.mu);
     auto it = sh.map.find(seq);
     if (it == sh.map.end()) return Error::sequence_not_found(seq);
-    released = sh.take_locked(it, m.pool);
+    released = sh.take_locked(
+        it, [&](std::span<const BlockId> ids, bool managed) { m.release_blocks(ids, managed); });
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   return {};
@@ -70,7 +71,7 @@ Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
   auto it = a.map.find(src);
   if (it == a.map.end()) return Error::sequence_not_found(src);
   Entry& s = it->second;
-  if (Result<void> r = m.pool.retain(std::span<const BlockId>(s.blocks)); !r) return r.error();
+  m.retain_blocks(s.blocks, s.token_mode);
   Entry d(dst);
   d.blocks = s.blocks;
   d.runs = s.runs;
@@ -79,6 +80,15 @@ Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
   d.priority = s.priority;  // a beam or sample inherits its request's priority
   d.streamed = s.streamed;
   d.maybe_shared = s.maybe_shared = true;  // both now hold the same last block
+  if (s.token_mode) {  // the child continues the same chain of hashes
+    d.token_mode = true;
+    d.publishing = s.publishing;
+    d.tokens = s.tokens;
+    d.hashes = s.hashes;
+    d.salt_root = s.salt_root;
+    d.committed = s.committed;
+    d.published = s.published;
+  }
   d.last_access = m.tick();
   d.access_count = 1;
   b.insert_locked(dst, std::move(d));

@@ -9,7 +9,7 @@
 //   index.size() == #{ e in map : e.pins == 0 },  index holds exactly those entries
 //   head.last() == index.head() (kNoKey when empty),  occupancy bit == (index.size() > 0)
 //   every entry satisfies entry.hpp's invariants and lives in this shard (placement.hpp)
-//   every block of an entry's table or pending list has a reference count >= 1
+//   every block of an entry's table or pending list has a holder count >= 1
 #pragma once
 
 #include <atomic>
@@ -90,17 +90,20 @@ struct alignas(kCacheLine) Shard {
     return in;
   }
   /// Removes the sequence at `it` (free, evict): out of index and map, and its blocks and held
-  /// copy sources released to `pool` before the caller unlocks, so a thread that sees the
-  /// sequence gone (it took this lock after us) also sees its blocks free and gets no spurious
-  /// out_of_memory. Returns the released ids (the caller drops the vector after unlocking).
-  std::vector<BlockId> take_locked(Map::iterator it, BlockPool& pool) {
+  /// copy sources dropped by `release(ids, token_mode)` before the caller unlocks, so a thread
+  /// that sees the sequence gone (it took this lock after us) also sees its blocks free and gets
+  /// no spurious out_of_memory. Returns the dropped ids (the caller frees the vector after
+  /// unlocking).
+  template <class Release>
+  std::vector<BlockId> take_locked(Map::iterator it, Release&& release) {
     Entry& e = it->second;
     index_erase(e);
+    const bool managed = e.token_mode;
     std::vector<BlockId> blocks = std::move(e.blocks);
     blocks.insert(blocks.end(), e.pending.begin(), e.pending.end());
     map.erase(it);
     size.store(map.size(), std::memory_order_relaxed);  // relaxed: a figure (num_sequences)
-    (void)pool.release(std::span<const BlockId>(blocks));
+    release(std::span<const BlockId>(blocks), managed);
     return blocks;
   }
   /// Switches the index to strategy `k` (set_eviction_strategy).
@@ -116,7 +119,8 @@ struct alignas(kCacheLine) Shard {
   /// `placement` the cache's, `pool` the reference counts. Caller holds mu (or the cache is
   /// quiescent). O(entries + blocks); defined in validate.cpp.
   std::string validate_locked(std::size_t my_index, const Placement& placement,
-                              std::size_t block_size, const BlockPool& pool) const;
+                              std::size_t block_size, const BlockPool& pool,
+                              const class PrefixCache* prefix) const;
 };
 
 }  // namespace pkv::detail

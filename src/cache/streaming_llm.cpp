@@ -93,10 +93,11 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
       x.num_tokens = keep;
       x.streamed = true;
       x.maybe_shared = true;  // the new last block may be an earlier, shared one
+      x.publishing = false;   // its blocks are no longer a prefix of anything
     });
     evicted = n - keep;
     // Under the lock, as Shard::take_locked says.
-    (void)m.pool.release(std::span<const BlockId>(dropped));
+    m.release_blocks(dropped, e.token_mode);
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   return evicted;

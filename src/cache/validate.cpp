@@ -40,7 +40,8 @@ std::string validate_entry(const Entry& e, std::size_t block_size) {
 }  // namespace
 
 std::string detail::Shard::validate_locked(std::size_t my_index, const Placement& placement,
-                                           std::size_t block_size, const BlockPool& pool) const {
+                                           std::size_t block_size, const BlockPool& pool,
+                                           const PrefixCache* prefix) const {
   const std::string where = "shard " + std::to_string(my_index) + ": ";
   if (std::string e = map.validate(); !e.empty()) return where + e;
   std::size_t unpinned = 0;
@@ -61,9 +62,19 @@ std::string detail::Shard::validate_locked(std::size_t my_index, const Placement
     if (placement.shard(seq, std::hash<SeqId>{}(seq)) != my_index)
       return to_string(seq) + " is in the wrong shard";
     if (std::string err = validate_entry(e, block_size); !err.empty()) return err;
-    for (const std::vector<BlockId>* list : {&e.blocks, &e.pending})
-      for (BlockId b : *list)
+    if (e.token_mode && prefix == nullptr) return to_string(seq) + " is in token mode without a prefix cache";
+    if (e.token_mode && (e.published > e.hashes.size() || e.committed > e.num_tokens ||
+                         e.hashes.size() > e.num_tokens / block_size ||
+                         (e.publishing && e.tokens.size() != e.num_tokens)))
+      return to_string(seq) + ": token-mode bookkeeping is inconsistent";
+    for (const std::vector<BlockId>* list : {&e.blocks, &e.pending}) {
+      for (BlockId b : *list) {
         if (pool.ref_count(b) == 0) return to_string(seq) + " holds free block " + to_string(b);
+        if (e.token_mode && ((prefix->state(b) & PrefixCache::kManaged) == 0 ||
+                             prefix->holders(b) == 0))
+          return to_string(seq) + " holds " + to_string(b) + ", not managed or without holders";
+      }
+    }
   }
   return {};
 }
@@ -74,25 +85,29 @@ std::string PagedKvCache::validate_unsafe() const {
   struct Holder {
     std::uint64_t fill;
     bool streamed;
+    bool managed;
   };
   std::unordered_map<std::uint32_t, std::vector<Holder>> holders;
   for (std::size_t s = 0; s < kShards; ++s) {
     const Shard& sh = m.shards[s];
     if (std::string e = m.validate_shard(sh); !e.empty()) return e;
     for (const auto& [seq, e] : sh.map) {
-      for (BlockId b : e.pending) holders[b.value].push_back(Holder{0, true});
+      for (BlockId b : e.pending) holders[b.value].push_back(Holder{0, true, e.token_mode});
       for (std::size_t b = 0; b < e.blocks.size(); ++b) {
         const std::uint64_t fill =
             b + 1 < e.blocks.size() ? block_size_ : e.next_slot() - b * block_size_;
-        holders[e.blocks[b].value].push_back(Holder{fill, e.streamed});
+        holders[e.blocks[b].value].push_back(Holder{fill, e.streamed, e.token_mode});
       }
     }
   }
   for (const auto& [block, hs] : holders) {
-    if (m.pool.ref_count(BlockId{block}) != hs.size())
-      return "B" + std::to_string(block) + ": ref count " +
-             std::to_string(m.pool.ref_count(BlockId{block})) + " != " +
-             std::to_string(hs.size()) + " tables holding it";
+    const std::uint64_t count = m.holders(BlockId{block}, hs.front().managed);
+    for (const Holder& h : hs)
+      if (h.managed != hs.front().managed)
+        return "B" + std::to_string(block) + " is held by token-mode and count-mode sequences";
+    if (count != hs.size() || (hs.front().managed && m.pool.ref_count(BlockId{block}) != 1))
+      return "B" + std::to_string(block) + ": ref count " + std::to_string(count) +
+             " != " + std::to_string(hs.size()) + " tables holding it";
     // A shared block is frozen: every holder that never dropped tokens sees the same fill, so no
     // holder wrote into it after the fork (copy-on-write did its job).
     for (const Holder& h : hs) {
@@ -102,8 +117,13 @@ std::string PagedKvCache::validate_unsafe() const {
                "): a sharer wrote into it";
     }
   }
-  if (holders.size() != m.pool.used_count())
-    return "referenced blocks (" + std::to_string(holders.size()) + ") != used blocks (" +
+  const detail::PrefixCache* pc = m.prefix_or_null();
+  const std::size_t reclaimable = pc != nullptr ? pc->reclaimable() : 0;
+  if (pc != nullptr)
+    if (std::string e = pc->validate_unsafe(); !e.empty()) return "prefix cache: " + e;
+  if (holders.size() + reclaimable != m.pool.used_count())
+    return "referenced blocks (" + std::to_string(holders.size()) + ") + reclaimable (" +
+           std::to_string(reclaimable) + ") != used blocks (" +
            std::to_string(m.pool.used_count()) + ")";
   return {};
 }
