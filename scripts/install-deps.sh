@@ -7,7 +7,7 @@ pkgs=(
   libboost-dev libboost-atomic-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   gnuplot-nox valgrind
-  libcli11-dev libxxhash-dev libssl-dev libhiredis-dev redis-server
+  libcli11-dev libxxhash-dev libssl-dev libhiredis-dev redis-server nlohmann-json3-dev
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-numpy
 )
 missing=()

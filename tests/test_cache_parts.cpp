@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "cache/placement.hpp"
+#include "cache/prefix_cache.hpp"
 #include "cache/shard.hpp"
 #include "cache/seq_map.hpp"
 #include "cache/streaming_llm.hpp"
@@ -205,6 +207,66 @@ TEST(Shard, st_validator_reports_broken_invariants) {
   EXPECT_EQ(pool.free_count(), 16u);
   EXPECT_EQ(occupancy.load(), 0u);
   EXPECT_EQ(sh.validate_locked(home, placement, 16, pool, nullptr), "");
+}
+
+// A digest collision: two blocks of different token ids under the same hash. Without
+// verify_tokens the digest alone decides (as vLLM, SGLang, TensorRT-LLM); with it the stored ids
+// are compared, the lookup misses and the failed comparison is counted.
+TEST(PrefixCache, st_verify_tokens_turns_a_digest_collision_into_a_miss) {
+  for (const bool verify : {false, true}) {
+    pkv::PrefixCachingOptions o;
+    o.verify_tokens = verify;
+    pkv::detail::PrefixCache pc(4, 2, o);
+    const pkv::BlockId b{1};
+    pc.adopt(b);
+    pkv::BlockHash h;
+    h.bytes[0] = 42;
+    const std::vector<pkv::TokenId> stored{1, 2}, other{1, 3};
+    ASSERT_TRUE(pc.publish(b, h, stored));
+    EXPECT_TRUE(pc.peek(h, stored));
+    EXPECT_EQ(pc.peek(h, other), !verify);
+    const auto hit = pc.try_hit(h, other);
+    EXPECT_EQ(hit.has_value(), !verify);
+    EXPECT_EQ(pc.stats().verify_failures, verify ? 1u : 0u);
+    EXPECT_EQ(pc.holders(b), verify ? 1u : 2u);
+    const auto hit2 = pc.try_hit(h, stored);
+    ASSERT_TRUE(hit2.has_value());
+    EXPECT_EQ(*hit2, b);
+  }
+}
+
+// A hit and a reclaim race on one reclaimable block: exactly one of them wins, every time.
+TEST(PrefixCache, mt_a_block_is_revived_or_reclaimed_never_both) {
+  pkv::PrefixCachingOptions o;
+  pkv::detail::PrefixCache pc(1, 2, o);
+  const pkv::BlockId b{0};
+  pkv::BlockHash h;
+  h.bytes[3] = 7;
+  const std::vector<pkv::TokenId> toks{5, 6};
+  int both = 0, neither = 0;
+  for (int round = 0; round < 2000; ++round) {
+    pc.adopt(b);
+    ASSERT_TRUE(pc.publish(b, h, toks));
+    ASSERT_FALSE(pc.release(b));  // reclaimable now
+    std::optional<pkv::BlockId> hit, taken;
+    std::thread t1([&] { hit = pc.try_hit(h, toks); });
+    std::thread t2([&] { taken = pc.reclaim(true); });
+    t1.join();
+    t2.join();
+    both += hit.has_value() && taken.has_value();
+    neither += !hit.has_value() && !taken.has_value();
+    // Put the block back to "held once, unfindable" whichever way it went.
+    if (hit) {
+      // Revived: still findable; reclaim it for the next round.
+      ASSERT_FALSE(pc.release(b));
+      ASSERT_TRUE(pc.reclaim(true).has_value());
+    }
+    ASSERT_TRUE(pc.release(b));  // unfindable, no holder: back to the pool
+  }
+  EXPECT_EQ(both, 0);
+  EXPECT_EQ(neither, 0);
+  EXPECT_EQ(pc.validate_unsafe(), "");
+  EXPECT_EQ(pc.stats().reclaimed, 2000u);  // every round ends with the block reclaimed once
 }
 
 }  // namespace

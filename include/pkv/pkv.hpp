@@ -8,4 +8,5 @@
 #include "pkv/block_hash.hpp"
 #include "pkv/block_pool.hpp"
 #include "pkv/paged_kv_cache.hpp"
+#include "pkv/prefix_types.hpp"
 #include "pkv/types.hpp"

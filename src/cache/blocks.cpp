@@ -23,6 +23,9 @@ Result<void> PagedKvCache::Impl::acquire_blocks_slow(std::size_t k, std::vector<
   Result<void> r = pool.acquire(k, out);
   if (!r) {
     if (pc == nullptr || pc->reclaimable() == 0) return r;
+    // Not enough even with every reclaimable block: fail before reclaiming any, so that a failed
+    // allocation forgets no cached content (exact when no other call is in flight).
+    if (free_blocks() < k) return Error::out_of_memory(k, free_blocks());
     // No stranding with cached blocks: plain free ones first, then reclaimable ones, until k.
     // Every block taken so far holds one pool reference owned by this call; on failure they all
     // go back to the pool (the reclaimed ones have lost their hash: they become plain free).
