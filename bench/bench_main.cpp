@@ -172,6 +172,28 @@ void add_prefix() {
     add<BlockHashes>(std::string("BM_block_hashes/") + pkv::to_string(a), Threads::one,
                      [a](int t) { return std::make_unique<BlockHashes>(t, a); });
   }
+  // BM_prefix_{hit,churn}/<algorithm>/<impl>, BM_match_prefix/<algorithm>/<impl>.
+  using PrefixBase = pkv::baseline::PrefixBaseline;
+  for (const pkv::HashAlgorithm a : {pkv::HashAlgorithm::xxh3_128, pkv::HashAlgorithm::sha256}) {
+    const std::string alg = pkv::to_string(a);
+    add<PrefixHit<Pkv>>("BM_prefix_hit/" + alg + "/pkv", Threads::all,
+                        [a](int t) { return std::make_unique<PrefixHit<Pkv>>(t, a); });
+    add<PrefixHit<PrefixBase>>("BM_prefix_hit/" + alg + "/vllm_mutex", Threads::all, [a](int t) {
+      return std::make_unique<PrefixHit<PrefixBase>>(t, a);
+    });
+    add<PrefixChurn<Pkv>>("BM_prefix_churn/" + alg + "/pkv", Threads::all,
+                          [a](int t) { return std::make_unique<PrefixChurn<Pkv>>(t, a); });
+    add<PrefixChurn<PrefixBase>>("BM_prefix_churn/" + alg + "/vllm_mutex", Threads::all,
+                                 [a](int t) {
+                                   return std::make_unique<PrefixChurn<PrefixBase>>(t, a);
+                                 });
+    add<MatchPrefix<Pkv>>("BM_match_prefix/" + alg + "/pkv", Threads::all,
+                          [a](int t) { return std::make_unique<MatchPrefix<Pkv>>(t, a); });
+    add<MatchPrefix<PrefixBase>>("BM_match_prefix/" + alg + "/vllm_mutex", Threads::all,
+                                 [a](int t) {
+                                   return std::make_unique<MatchPrefix<PrefixBase>>(t, a);
+                                 });
+  }
 }
 
 void register_all() {

@@ -2,8 +2,8 @@
 //
 // Every switch comes from a meson option (meson_options.txt) through the generated
 // pkv_build_config.h; no installed header reads any of them.
-//   PKV_MUTATION_ABA, PKV_MUTATION_COW     TESTING ONLY (-Dmutation=...): plant a defect so that
-//                                          scripts/mutation-check.sh can show the checks fail.
+//   PKV_MUTATION_ABA, PKV_MUTATION_COW,    TESTING ONLY (-Dmutation=...): plant a defect so that
+//   PKV_MUTATION_STALE_HASH                scripts/mutation-check.sh can show the checks fail.
 //   PKV_EXPENSIVE_CHECKS                   (-Dexpensive_checks=true) PKV_ASSERT_EXPENSIVE runs its
 //                                          validator, e.g. a shard's after every locked mutation.
 //   PKV_DEBUG_LOCKED_FREELIST              (-Ddebug_locked_freelist=true) the pool's shared free

@@ -213,8 +213,10 @@ std::optional<BlockId> PrefixCache::reclaim(bool managed) {
       while ((s & kFindable) != 0 && (s & kHolders) == 0) {
         // The reclaim: unfindable, next generation, one holder (managed) or none (the caller
         // owns the pool's reference). Fails, and the entry is dropped, if a hit revived it.
-        const std::uint64_t next =
-            ((s & ~(kGenOne - 1)) + kGenOne) | (managed ? (kManaged | 1) : 0);
+        std::uint64_t next = ((s & ~(kGenOne - 1)) + kGenOne) | (managed ? (kManaged | 1) : 0);
+        // The stale_hash mutation (scripts/mutation-check.sh): the block keeps its findable bit
+        // and generation, so its old index entry still finds it; the checks must fail.
+        if (PKV_MUTATION_STALE_HASH) next = (s & ~kHolders & ~kManaged) | (next & (kManaged | kHolders));
         if (m.state.compare_exchange_weak(s, next, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
           taken = true;
@@ -229,7 +231,7 @@ std::optional<BlockId> PrefixCache::reclaim(bool managed) {
   }
   reclaimable_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: figures
   reclaimed_.fetch_add(1, std::memory_order_relaxed);
-  forget(BlockId{block}, old_state);
+  if (!PKV_MUTATION_STALE_HASH) forget(BlockId{block}, old_state);
   return BlockId{block};
 }
 
