@@ -7,7 +7,7 @@ python=$1 module_dir=$2 tests=$3 root=$4
 shift 4
 junit=()
 for arg in "$@"; do
-  case $arg in --gtest_output=xml:*) junit=(--junitxml="${arg#--gtest_output=xml:}") ;; esac
+  case $arg in --gtest_output=xml:*) junit=(--junitxml="$(realpath -m "${arg#--gtest_output=xml:}")") ;; esac
 done
 export PYTHONPATH="$module_dir${PYTHONPATH:+:$PYTHONPATH}"
 export PKV_SOURCE_ROOT="$root"
