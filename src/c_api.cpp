@@ -54,7 +54,7 @@ pkv_status fail(pkv_status status, std::string_view a, std::string_view b = {},
   std::size_t n = 0;
   for (std::string_view part : {a, b, c}) {
     const std::size_t k = std::min(part.size(), kMessageBytes - 1 - n);
-    std::memcpy(t_message + n, part.data(), k);
+    if (k != 0) std::memcpy(t_message + n, part.data(), k);  // an empty view may hold nullptr
     n += k;
   }
   t_message[n] = '\0';
