@@ -161,7 +161,12 @@ pkv_copy_op to_c(const std::optional<pkv::CopyOp>& op) noexcept {
 }
 
 pkv::Result<pkv::EvictionStrategy> from_c(const pkv_eviction_strategy& s) {
-  switch (s.kind) {
+  // A C caller may store any int in the enum field; reading it as the C++ enum type would be
+  // undefined for values outside the enumerators, so read its bytes as an int.
+  static_assert(sizeof(pkv_strategy_kind) == sizeof(int));
+  int kind = 0;
+  std::memcpy(&kind, &s.kind, sizeof kind);
+  switch (kind) {
     case PKV_STRATEGY_LRU:
       return pkv::EvictionStrategy::lru();
     case PKV_STRATEGY_LFU:
@@ -172,9 +177,9 @@ pkv::Result<pkv::EvictionStrategy> from_c(const pkv_eviction_strategy& s) {
       return pkv::EvictionStrategy::priority(s.levels);
     case PKV_STRATEGY_STREAMING_LLM:
       return pkv::EvictionStrategy::streaming_llm(s.sink_tokens, s.window_tokens);
+    default:
+      return pkv::Error::invalid_argument("unknown eviction strategy kind " + std::to_string(kind));
   }
-  return pkv::Error::invalid_argument("unknown eviction strategy kind " +
-                                      std::to_string(static_cast<long long>(s.kind)));
 }
 
 pkv_eviction_strategy to_c(const pkv::EvictionStrategy& s) noexcept {
@@ -212,7 +217,7 @@ thread_local BatchScratch t_batch;
 
 // ---- errors ------------------------------------------------------------------------------------
 
-const char* pkv_status_name(pkv_status s) {
+const char* pkv_status_name(int s) {
   switch (s) {
     case PKV_OK:
       return "PKV_OK";

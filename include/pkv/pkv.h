@@ -73,8 +73,8 @@ typedef enum pkv_status {
   PKV_INTERNAL_ERROR = 8      /* any other C++ exception */
 } pkv_status;
 
-/* "PKV_OK", "PKV_OUT_OF_MEMORY", ...; "PKV_UNKNOWN_STATUS" for other values. Never NULL. */
-PKV_API const char* pkv_status_name(pkv_status status);
+/* "PKV_OK", "PKV_OUT_OF_MEMORY", ...; "PKV_UNKNOWN_STATUS" for any other int. Never NULL. */
+PKV_API const char* pkv_status_name(int status);
 /* The message of the last failed pkv call on this thread ("" if none). Never NULL; the text stays
  * valid until the next failing pkv call on this thread. */
 PKV_API const char* pkv_last_error_message(void);

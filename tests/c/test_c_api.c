@@ -66,7 +66,7 @@ static void test_status_names(void) {
   CHECK(strcmp(pkv_status_name(PKV_BUFFER_TOO_SMALL), "PKV_BUFFER_TOO_SMALL") == 0);
   CHECK(strcmp(pkv_status_name(PKV_HOST_OUT_OF_MEMORY), "PKV_HOST_OUT_OF_MEMORY") == 0);
   CHECK(strcmp(pkv_status_name(PKV_INTERNAL_ERROR), "PKV_INTERNAL_ERROR") == 0);
-  CHECK(strcmp(pkv_status_name((pkv_status)99), "PKV_UNKNOWN_STATUS") == 0);
+  CHECK(strcmp(pkv_status_name(99), "PKV_UNKNOWN_STATUS") == 0);
   CHECK(pkv_last_error_message() != NULL);
   point("status names and an empty last error");
 }
