@@ -369,3 +369,18 @@ def test_block_pool():
         pkv.BlockPool(0)
     with pytest.raises(TypeError):
         p.release(-1)
+
+
+def test_readme_python_example_runs(capsys):
+    import os
+    import re
+
+    root = os.environ.get("PKV_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    with open(os.path.join(root, "README.md")) as f:
+        text = f.read()
+    block = re.search(r"<!-- BEGIN PYTHON EXAMPLE -->\n```python\n(.*?)```", text, re.S).group(1)
+    assert len(block.strip().splitlines()) == 5
+    scope = {}
+    exec(block, scope)
+    assert scope["copy"] == pkv.CopyOp(2, 3)
+    assert "Sequences: 2 active" in capsys.readouterr().out
