@@ -68,7 +68,7 @@ class PkvBatch:
 
     def step(self, ids):
         out = self.c.append_batch(ids, 1)
-        if not out.all_appended:
+        if out.errors:
             raise RuntimeError(out.errors)
         return out.copies  # the CopyOps the model would perform (none in these workloads)
 
@@ -104,30 +104,56 @@ class PyManager:
 DECODE_BATCH = 32
 
 
-def decode_steps(mgr_cls, steps):
-    """Returns (seconds, manager). Same bookkeeping for every manager."""
+def decode_steps(mgr_cls, steps, per_seq_loop=False):
+    """Returns (seconds, manager). The same calls as BM_decode_step: append 1 token to each of the
+    32 running sequences; one that has produced its output is freed and a new prompt allocated.
+    The scheduler knows each sequence's finishing step (a dict of step -> slots), so its own work
+    per step is O(finishing), not O(batch). per_seq_loop: instead, a Python loop over the batch
+    counts down every sequence's remaining tokens each step (the C++ workload's form), work that
+    is the same for every manager and dilutes the ratio."""
     mgr = mgr_cls(DECODE_BATCH * 330 + 1024)
     nxt, cursor = 1, 0
     ids, remaining = [], []
+    finish_at = {}
     for i in range(DECODE_BATCH):
         mgr.allocate(nxt, PROMPTS[cursor])
         ids.append(nxt)
-        remaining.append(1 + (OUTPUTS[cursor] * (i + 1)) // DECODE_BATCH)
+        r = 1 + (OUTPUTS[cursor] * (i + 1)) // DECODE_BATCH
+        remaining.append(r)
+        finish_at.setdefault(r - 1, []).append(i)
         nxt += 1
         cursor += 1
+    step_fn = mgr.step
     t0 = time.perf_counter()
-    for _ in range(steps):
-        mgr.step(ids)
-        for i in range(DECODE_BATCH):
-            remaining[i] -= 1
-            if remaining[i] == 0:
-                mgr.free(ids[i])
-                ids[i] = nxt
-                nxt += 1
-                mgr.allocate(ids[i], PROMPTS[cursor % 4096])
-                remaining[i] = OUTPUTS[cursor % 4096]
-                cursor += 1
+    if per_seq_loop:
+        for _ in range(steps):
+            step_fn(ids)
+            for i in range(DECODE_BATCH):
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    mgr.free(ids[i])
+                    ids[i] = nxt
+                    nxt += 1
+                    mgr.allocate(ids[i], PROMPTS[cursor % 4096])
+                    remaining[i] = OUTPUTS[cursor % 4096]
+                    cursor += 1
+    else:
+        for step in range(steps):
+            step_fn(ids)
+            done = finish_at.pop(step, None)
+            if done:
+                for i in done:
+                    mgr.free(ids[i])
+                    ids[i] = nxt
+                    nxt += 1
+                    mgr.allocate(ids[i], PROMPTS[cursor % 4096])
+                    finish_at.setdefault(step + OUTPUTS[cursor % 4096], []).append(i)
+                    cursor += 1
     return time.perf_counter() - t0, mgr
+
+
+def decode_steps_loop(mgr_cls, steps):
+    return decode_steps(mgr_cls, steps, per_seq_loop=True)
 
 
 PREFILL_LIVE = 8
@@ -174,10 +200,17 @@ def crossing(reps, calls=200_000):
     return py, cpp, trivial
 
 
+WORKLOADS = (
+    ("decode step", decode_steps, (PkvBatch, PkvPerToken, PyManager)),
+    ("decode step, per-sequence Python loop", decode_steps_loop, (PkvBatch, PyManager)),
+    ("prefill", prefill_steps, (PkvBatch, PyManager)),
+)
+
+
 def run(reps=5, decode_n=3000, prefill_n=20000, out=sys.stdout):
     results = {}
-    for wl, fn, n in (("decode step", decode_steps, decode_n), ("prefill", prefill_steps, prefill_n)):
-        classes = (PkvBatch, PkvPerToken, PyManager) if wl == "decode step" else (PkvBatch, PyManager)
+    for wl, fn, classes in WORKLOADS:
+        n = prefill_n if wl == "prefill" else decode_n
         times = {cls.name: [] for cls in classes}
         used = {}
         for _ in range(reps):
@@ -194,7 +227,7 @@ def run(reps=5, decode_n=3000, prefill_n=20000, out=sys.stdout):
     med = statistics.median
     print(f"pkv Python benchmark, 1 thread, {reps} interleaved runs (median / best), "
           f"us per scheduler step", file=out)
-    for wl in ("decode step", "prefill"):
+    for wl, _, _ in WORKLOADS:
         r = results[wl]["us_per_step"]
         base = med(r[PyManager.name])
         print(f"  {wl} ({results[wl]['steps']} steps):", file=out)
@@ -216,7 +249,19 @@ if __name__ == "__main__":
     ap.add_argument("--decode-steps", type=int, default=3000)
     ap.add_argument("--prefill-steps", type=int, default=20000)
     ap.add_argument("--json", help="also write the raw figures to this file")
+    ap.add_argument("--one", metavar="WORKLOAD:MANAGER",
+                    help="run one workload once and exit (decode|decode-loop|prefill : batch|per-token|python), "
+                         "e.g. under callgrind: instructions per step = (I(N) - I(0)) / N")
+    ap.add_argument("--steps", type=int, default=1000, help="steps for --one")
     a = ap.parse_args()
+    if a.one:
+        wl, mgr = a.one.split(":")
+        fn = {"decode": decode_steps, "decode-loop": decode_steps_loop, "prefill": prefill_steps}[wl]
+        cls = {"batch": PkvBatch, "per-token": PkvPerToken, "python": PyManager}[mgr]
+        sec, m = fn(cls, a.steps)
+        print(f"{wl} {cls.name}: {a.steps} steps, {sec / max(a.steps, 1) * 1e6:.2f} us/step, "
+              f"{m.used()} blocks used")
+        sys.exit(0)
     res = run(a.reps, a.decode_steps, a.prefill_steps)
     if a.json:
         with open(a.json, "w") as f:

@@ -88,16 +88,14 @@ class BlockTable(Sequence[BlockId]):
     def tolist(self) -> List[BlockId]: ...
     def __buffer__(self, flags: int) -> memoryview: ...
 
-class BatchOutcome:
-    items: int
+class BatchOutcome(Tuple[int, List[Tuple[int, CopyOp]], List[Tuple[int, Error]]]):
+    """A named tuple (items, copies, errors): every item appended except those in `errors`."""
     @property
-    def all_appended(self) -> bool: ...
+    def items(self) -> int: ...
     @property
     def copies(self) -> List[Tuple[int, CopyOp]]: ...  # (item, copy), in item order
     @property
     def errors(self) -> List[Tuple[int, Error]]: ...  # (item, error), in item order
-    def item(self, i: int) -> Optional[CopyOp]: ...  # raises item i's error
-    def __len__(self) -> int: ...
 
 IntArray = Union[Sequence[int], Iterable[int]]  # or a 1-d numpy uint64 array
 

@@ -22,11 +22,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pkv/pkv.hpp"
@@ -82,38 +84,71 @@ std::string printed(const T& v) {
 
 using kRelease = py::call_guard<py::gil_scoped_release>;
 
+// Releases the GIL for one C++ call (the bare CPython calls: this is the per-step path).
+class NoGil {
+ public:
+  NoGil() : state_(PyEval_SaveThread()) {}
+  ~NoGil() { PyEval_RestoreThread(state_); }
+  NoGil(const NoGil&) = delete;
+  NoGil& operator=(const NoGil&) = delete;
+
+ private:
+  PyThreadState* state_;
+};
+
 // ---- id lists: a buffer of unsigned 64-bit ints (numpy uint64) or any iterable of ints ----------
+// This is the per-step path of a Python scheduler, so it avoids pybind11's general machinery:
+// the buffer is read through Py_buffer directly and lists / tuples by index.
 
 template <class T>
-void read_ints(const py::handle& src, std::vector<T>& out, const char* what) {
+void read_ints(PyObject* src, std::vector<T>& out, const char* what) {
   out.clear();
-  if (PyObject_CheckBuffer(src.ptr())) {
-    py::buffer_info b = py::reinterpret_borrow<py::buffer>(src).request();
-    const bool u64 = b.itemsize == 8 && (b.format == "Q" || b.format == "L");
-    if (b.ndim != 1 || !u64) {
-      throw py::type_error(std::string(what) + ": a buffer must be one-dimensional uint64 (got " +
-                           b.format + ", " + std::to_string(b.ndim) + " dimensions)");
+  if (PyObject_CheckBuffer(src)) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(src, &view, PyBUF_FORMAT | PyBUF_STRIDES) != 0) {
+      throw py::error_already_set();
     }
-    out.reserve(static_cast<std::size_t>(b.shape[0]));
-    const char* p = static_cast<const char*>(b.ptr);
-    for (py::ssize_t i = 0; i < b.shape[0]; ++i) {
-      out.push_back(T{*reinterpret_cast<const std::uint64_t*>(p + i * b.strides[0])});
+    const char* f = view.format != nullptr ? view.format : "B";
+    if (*f == '=' || *f == '<' || *f == '@') ++f;
+    const bool u64 =
+        view.itemsize == 8 && (std::string_view(f) == "Q" || std::string_view(f) == "L");
+    if (view.ndim != 1 || !u64) {
+      const std::string msg = std::string(what) +
+                              ": a buffer must be one-dimensional uint64 (got '" +
+                              (view.format != nullptr ? view.format : "B") + "', " +
+                              std::to_string(view.ndim) + " dimensions)";
+      PyBuffer_Release(&view);
+      throw py::type_error(msg);
     }
+    const auto n = static_cast<std::size_t>(view.shape[0]);
+    out.resize(n);
+    const char* p = static_cast<const char*>(view.buf);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint64_t v;
+      std::memcpy(&v, p + static_cast<py::ssize_t>(i) * view.strides[0], sizeof v);
+      out[i] = T{v};
+    }
+    PyBuffer_Release(&view);
     return;
   }
-  if (PyList_Check(src.ptr()) || PyTuple_Check(src.ptr())) {
-    py::sequence seq = py::reinterpret_borrow<py::sequence>(src);
-    out.reserve(seq.size());
-  }
-  for (py::handle item : src) {
-    if (!PyLong_Check(item.ptr())) {
-      throw py::type_error(std::string(what) + ": expected int, got " +
-                           std::string(py::str(py::type::of(item).attr("__name__"))));
+  auto push = [&](PyObject* item) {
+    if (!PyLong_Check(item)) {
+      throw py::type_error(std::string(what) + ": expected int, got " + Py_TYPE(item)->tp_name);
     }
-    const unsigned long long v = PyLong_AsUnsignedLongLong(item.ptr());
+    const unsigned long long v = PyLong_AsUnsignedLongLong(item);
     if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw py::error_already_set();
     out.push_back(T{static_cast<std::uint64_t>(v)});
+  };
+  if (PyList_Check(src) || PyTuple_Check(src)) {
+    const bool list = PyList_Check(src);
+    const py::ssize_t n = list ? PyList_GET_SIZE(src) : PyTuple_GET_SIZE(src);
+    out.reserve(static_cast<std::size_t>(n));
+    // The size is read each round: converting an int cannot run Python code that resizes src.
+    for (py::ssize_t i = 0; i < n; ++i)
+      push(list ? PyList_GET_ITEM(src, i) : PyTuple_GET_ITEM(src, i));
+    return;
   }
+  for (py::handle item : py::reinterpret_borrow<py::iterable>(src)) push(item.ptr());
 }
 
 struct SizeT {  // read_ints target for token counts
@@ -152,30 +187,63 @@ std::unique_ptr<pkv::PagedKvCache> make_cache(std::size_t num_blocks, std::size_
   return c;
 }
 
+// BatchOutcome is a struct sequence (a named tuple made in C): building one costs a few hundred
+// instructions, a pybind11 class instance several times that, and a decode step makes one.
+PyTypeObject* g_outcome_type = nullptr;
+PyStructSequence_Field g_outcome_fields[] = {
+    {"items", "number of items in the call"},
+    {"copies", "[(item, CopyOp)] in item order: perform these copies before the step's writes"},
+    {"errors", "[(item, pkv.Error)] in item order: these items changed nothing"},
+    {nullptr, nullptr}};
+PyStructSequence_Desc g_outcome_desc = {
+    "pkv.BatchOutcome", "What one append_batch did: every item appended except those in `errors`.",
+    g_outcome_fields, 3};
+
+py::object outcome_object(const pkv::AppendBatchOutcome& o) {
+  py::object t = py::reinterpret_steal<py::object>(PyStructSequence_New(g_outcome_type));
+  if (!t) throw py::error_already_set();
+  py::list copies(o.copies.size());
+  for (std::size_t i = 0; i < o.copies.size(); ++i) {
+    copies[i] = py::make_tuple(o.copies[i].item, py::cast(o.copies[i].copy));
+  }
+  py::list errors(o.errors.size());
+  for (std::size_t i = 0; i < o.errors.size(); ++i) {
+    errors[i] = py::make_tuple(o.errors[i].item, error_object(o.errors[i].error));
+  }
+  PyStructSequence_SetItem(t.ptr(), 0, py::int_(o.items).release().ptr());
+  PyStructSequence_SetItem(t.ptr(), 1, copies.release().ptr());
+  PyStructSequence_SetItem(t.ptr(), 2, errors.release().ptr());
+  return t;
+}
+
 // append_batch(seqs, num_tokens=1): ids and counts converted with the GIL, the step run without.
-pkv::AppendBatchOutcome append_batch(pkv::PagedKvCache& c, const py::handle& seqs,
-                                     const py::handle& num_tokens) {
-  thread_local std::vector<SeqId> ids;
-  thread_local std::vector<SizeT> counts_in;
-  thread_local std::vector<std::size_t> counts;
-  read_ints(seqs, ids, "append_batch seqs");
-  pkv::AppendBatchOutcome out;
-  if (PyLong_Check(num_tokens.ptr())) {
-    const std::size_t n = num_tokens.cast<std::size_t>();
-    py::gil_scoped_release nogil;
-    c.append_batch(ids, n, out);
-    return out;
+py::object append_batch(pkv::PagedKvCache& c, PyObject* seqs, PyObject* num_tokens) {
+  struct Scratch {
+    std::vector<SeqId> ids;
+    std::vector<SizeT> counts_in;
+    std::vector<std::size_t> counts;
+    pkv::AppendBatchOutcome out;
+  };
+  thread_local Scratch scratch;
+  Scratch& t = scratch;  // one TLS lookup per call
+  read_ints(seqs, t.ids, "append_batch seqs");
+  if (PyLong_Check(num_tokens)) {
+    const unsigned long long n = PyLong_AsUnsignedLongLong(num_tokens);
+    if (n == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw py::error_already_set();
+    NoGil nogil;
+    c.append_batch(t.ids, static_cast<std::size_t>(n), t.out);
+  } else {
+    read_ints(num_tokens, t.counts_in, "append_batch num_tokens");
+    t.counts.resize(t.counts_in.size());
+    for (std::size_t i = 0; i < t.counts.size(); ++i) t.counts[i] = t.counts_in[i].v;
+    pkv::Result<void> r;
+    {
+      NoGil nogil;
+      r = c.append_batch(t.ids, t.counts, t.out);
+    }
+    value_or_raise(r);
   }
-  read_ints(num_tokens, counts_in, "append_batch num_tokens");
-  counts.resize(counts_in.size());
-  for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = counts_in[i].v;
-  pkv::Result<void> r;
-  {
-    py::gil_scoped_release nogil;
-    r = c.append_batch(ids, counts, out);
-  }
-  value_or_raise(r);
-  return out;
+  return outcome_object(t.out);
 }
 
 // Benchmark helper (bench/python): `steps` rounds of append(seq, num_tokens) over `seqs`, run in
@@ -194,6 +262,139 @@ std::uint64_t cpp_append_loop(pkv::PagedKvCache& c, const std::vector<std::uint6
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
 }
+
+// ---- fast methods
+// --------------------------------------------------------------------------------- allocate,
+// append, append_batch, free and fork are what a scheduler calls every step. pybind11's dispatcher
+// costs ~150 ns a call (argument vectors, overload loop); these are plain METH_FASTCALL methods
+// instead (positional arguments only): ints converted with PyLong_AsUnsignedLongLong (TypeError for
+// a non-int, OverflowError for a negative or too large one), the GIL released around the C++ call,
+// errors raised exactly as pybind11's translator raises them.
+
+using C = pkv::PagedKvCache;
+
+void set_error(const pkv::Error& e) {
+  py::object obj = error_object(e);
+  PyErr_SetObject(g_error_types[static_cast<int>(e.code())], obj.ptr());
+}
+
+std::uint64_t u64_arg(PyObject* o) {
+  const unsigned long long v = PyLong_AsUnsignedLongLong(o);
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw py::error_already_set();
+  return static_cast<std::uint64_t>(v);
+}
+
+// Runs one fast method: arity check, self -> C++ cache, body, and every C++ exception turned into
+// the Python exception pybind11 would raise.
+template <class Body>
+PyObject* fast_method(PyObject* self, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi,
+                      const char* name, Body&& body) noexcept {
+  try {
+    if (nargs < lo || nargs > hi) {
+      PyErr_Format(PyExc_TypeError, "PagedKvCache.%s() takes %zd to %zd arguments (%zd given)",
+                   name, lo, hi, nargs);
+      return nullptr;
+    }
+    C& c = py::handle(self).cast<C&>();
+    return body(c).release().ptr();
+  } catch (const ErrorThrown& e) {
+    set_error(e.error);
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const py::builtin_exception& e) {
+    e.set_error();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "pkv: unknown C++ exception");
+  }
+  return nullptr;
+}
+
+PyObject* fast_allocate(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 2, 2, "allocate", [&](C& c) {
+    const SeqId seq{u64_arg(args[0])};
+    const std::size_t n = u64_arg(args[1]);
+    pkv::Result<void> r;
+    {
+      NoGil nogil;
+      r = c.allocate(seq, n);
+    }
+    value_or_raise(r);
+    return py::none();
+  });
+}
+
+PyObject* fast_append(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 2, 2, "append", [&](C& c) -> py::object {
+    const SeqId seq{u64_arg(args[0])};
+    const std::size_t n = u64_arg(args[1]);
+    std::optional<pkv::Result<std::optional<pkv::CopyOp>>> r;
+    {
+      NoGil nogil;
+      r.emplace(c.append(seq, n));
+    }
+    const auto op = value_or_raise(std::move(*r));
+    if (!op) return py::none();
+    return py::cast(*op);
+  });
+}
+
+PyObject* fast_append_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 1, 2, "append_batch", [&](C& c) {
+    static PyObject* const one = PyLong_FromLong(1);  // immortal small int
+    return append_batch(c, args[0], nargs == 2 ? args[1] : one);
+  });
+}
+
+PyObject* fast_free(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 1, 1, "free", [&](C& c) {
+    const SeqId seq{u64_arg(args[0])};
+    pkv::Result<void> r;
+    {
+      NoGil nogil;
+      r = c.free(seq);
+    }
+    value_or_raise(r);
+    return py::none();
+  });
+}
+
+PyObject* fast_fork(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 2, 2, "fork", [&](C& c) {
+    const SeqId src{u64_arg(args[0])};
+    const SeqId dst{u64_arg(args[1])};
+    pkv::Result<void> r;
+    {
+      NoGil nogil;
+      r = c.fork(src, dst);
+    }
+    value_or_raise(r);
+    return py::none();
+  });
+}
+
+template <class F>
+PyCFunction as_cfunction(F* f) {
+  return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(f));
+}
+
+PyMethodDef g_fast_methods[] = {
+    {"allocate", as_cfunction(&fast_allocate), METH_FASTCALL,
+     "allocate(seq, num_tokens, /): registers seq with ceil(num_tokens / block_size) blocks."},
+    {"append", as_cfunction(&fast_append), METH_FASTCALL,
+     "append(seq, num_tokens, /): adds tokens; returns the CopyOp to perform first, or None."},
+    {"append_batch", as_cfunction(&fast_append_batch), METH_FASTCALL,
+     "append_batch(seqs, num_tokens=1, /): one decode step, append(seqs[i], n) for each item in "
+     "order. seqs is a list of ints or a uint64 array; num_tokens an int or one count per item. "
+     "Returns BatchOutcome(items, copies, errors)."},
+    {"free", as_cfunction(&fast_free), METH_FASTCALL,
+     "free(seq, /): drops the sequence and one reference to each of its blocks."},
+    {"fork", as_cfunction(&fast_fork), METH_FASTCALL,
+     "fork(src, dst, /): dst shares every block of src (copy-on-write)."},
+    {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
 
@@ -229,8 +430,7 @@ PYBIND11_MODULE(pkv, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const ErrorThrown& e) {
-      py::object obj = error_object(e.error);
-      PyErr_SetObject(g_error_types[static_cast<int>(e.error.code())], obj.ptr());
+      set_error(e.error);
     }
   });
 
@@ -366,44 +566,13 @@ PYBIND11_MODULE(pkv, m) {
         return s + "])";
       });
 
-  py::class_<pkv::AppendBatchOutcome>(m, "BatchOutcome",
-                                      "What one append_batch did: every item appended except "
-                                      "those in `errors`; `copies` are the CopyOps to perform.")
-      .def_readonly("items", &pkv::AppendBatchOutcome::items)
-      .def_property_readonly("all_appended", &pkv::AppendBatchOutcome::all_appended)
-      .def_property_readonly("copies",
-                             [](const pkv::AppendBatchOutcome& o) {
-                               py::list l;
-                               for (const auto& c : o.copies) {
-                                 l.append(py::make_tuple(c.item, py::cast(c.copy)));
-                               }
-                               return l;
-                             })
-      .def_property_readonly("errors",
-                             [](const pkv::AppendBatchOutcome& o) {
-                               py::list l;
-                               for (const auto& e : o.errors) {
-                                 l.append(py::make_tuple(e.item, error_object(e.error)));
-                               }
-                               return l;
-                             })
-      .def(
-          "item",
-          [](const pkv::AppendBatchOutcome& o, std::size_t i) {
-            if (i >= o.items) throw py::index_error("batch item index out of range");
-            return value_or_raise(o.item(i));
-          },
-          py::arg("i"), "Item i's outcome as append() returns it (raises its error).")
-      .def("__len__", [](const pkv::AppendBatchOutcome& o) { return o.items; })
-      .def("__repr__", [](const pkv::AppendBatchOutcome& o) {
-        return "BatchOutcome(items=" + std::to_string(o.items) +
-               ", copies=" + std::to_string(o.copies.size()) +
-               ", errors=" + std::to_string(o.errors.size()) + ")";
-      });
+  g_outcome_type = PyStructSequence_NewType(&g_outcome_desc);
+  if (g_outcome_type == nullptr) throw py::error_already_set();
+  m.attr("BatchOutcome") = py::handle(reinterpret_cast<PyObject*>(g_outcome_type));
 
   // ---- the cache ----
-  using C = pkv::PagedKvCache;
-  py::class_<C>(m, "PagedKvCache")
+  py::class_<C> cache_class(m, "PagedKvCache");
+  cache_class
       .def(py::init(&make_cache), py::arg("num_blocks"), py::arg("block_size"),
            py::arg("num_heads"), py::arg("head_dim"), py::kw_only(),
            py::arg("magazine_size") = pkv::BlockPoolOptions{}.magazine_size,
@@ -448,30 +617,7 @@ PYBIND11_MODULE(pkv, m) {
       .def("num_sequences", &C::num_sequences)
       .def("stats", &C::stats)
       .def("__len__", &C::num_sequences)
-      // sequences
-      .def(
-          "allocate",
-          [](C& c, std::uint64_t s, std::size_t n) { value_or_raise(c.allocate(SeqId{s}, n)); },
-          py::arg("seq"), py::arg("num_tokens"), kRelease())
-      .def(
-          "append",
-          [](C& c, std::uint64_t s, std::size_t n) {
-            return value_or_raise(c.append(SeqId{s}, n));
-          },
-          py::arg("seq"), py::arg("num_tokens"), kRelease(),
-          "Adds tokens; returns the CopyOp to perform first, or None.")
-      .def("append_batch", &append_batch, py::arg("seqs"), py::arg("num_tokens") = 1,
-           "One decode step: append(seqs[i], n) for each item in order; seqs is a list of ints "
-           "or a uint64 array, num_tokens an int or one count per item.")
-      .def(
-          "free", [](C& c, std::uint64_t s) { value_or_raise(c.free(SeqId{s})); }, py::arg("seq"),
-          kRelease())
-      .def(
-          "fork",
-          [](C& c, std::uint64_t src, std::uint64_t dst) {
-            value_or_raise(c.fork(SeqId{src}, SeqId{dst}));
-          },
-          py::arg("src"), py::arg("dst"), kRelease())
+      // sequences (allocate, append, append_batch, free, fork: fast methods, below)
       .def(
           "get_sequence", [](const C& c, std::uint64_t s) { return c.get_sequence(SeqId{s}); },
           py::arg("seq"), kRelease())
@@ -524,6 +670,12 @@ PYBIND11_MODULE(pkv, m) {
           "__repr__", [](const C& c) { return printed(c); }, kRelease())
       .def(
           "__str__", [](const C& c) { return printed(c); }, kRelease());
+  for (PyMethodDef& def : g_fast_methods) {
+    if (def.ml_name == nullptr) break;
+    PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cache_class.ptr()), &def);
+    if (descr == nullptr) throw py::error_already_set();
+    cache_class.attr(def.ml_name) = py::reinterpret_steal<py::object>(descr);
+  }
 
   // ---- the pool ----
   using P = pkv::BlockPool;

@@ -18,7 +18,7 @@ def test_bench_runs_and_managers_agree():
     res = bench_python.run(reps=1, decode_n=300, prefill_n=300, out=out)
     text = out.getvalue()
     assert "x the pure-Python design" in text and "crossing overhead" in text
-    for wl in ("decode step", "prefill"):
+    for wl, _, _ in bench_python.WORKLOADS:
         assert len(set(res[wl]["used_blocks"].values())) == 1
 
 

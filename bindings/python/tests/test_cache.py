@@ -203,18 +203,15 @@ def test_append_batch_lists_and_numpy():
     c.allocate(2, 4)
     c.fork(1, 3)
     out = c.append_batch([1, 2, 99, 3])
-    assert out.items == 4 and len(out) == 4 and not out.all_appended
-    assert [i for i, _ in out.copies] == [0]
+    assert isinstance(out, pkv.BatchOutcome) and isinstance(out, tuple)
+    items, copies, errors = out  # a named tuple
+    assert items == out.items == 4 and copies is out.copies and errors is out.errors
+    assert [i for i, _ in out.copies] == [0] and isinstance(out.copies[0][1], pkv.CopyOp)
     (item, err), = out.errors
     assert item == 2 and isinstance(err, pkv.SequenceNotFound)
     assert err.code == pkv.Errc.sequence_not_found and err.message == "Sequence not found: S99"
-    with pytest.raises(pkv.SequenceNotFound):
-        out.item(2)
-    assert out.item(1) is None and isinstance(out.item(0), pkv.CopyOp)
-    with pytest.raises(IndexError):
-        out.item(4)
     out = c.append_batch(np.array([1, 2], dtype=np.uint64), np.array([1, 3], dtype=np.uint64))
-    assert out.all_appended and c.get_sequence(2).num_tokens == 8
+    assert not out.errors and not out.copies and c.get_sequence(2).num_tokens == 8
     out = c.append_batch((1, 2), [0, 16])
     assert [(i, e.code) for i, e in out.errors] == [(1, pkv.Errc.out_of_memory)]
     assert c.append_batch([]).items == 0
@@ -313,13 +310,28 @@ def test_errors_carry_code_and_seed_message():
 def test_bad_input_raises_python_errors_and_changes_nothing():
     c = make()
     c.allocate(1, 1)
-    for bad in (None, -1, 2**64, 1.5, "1", [1]):
-        with pytest.raises(TypeError):
+    # allocate / append / append_batch / free / fork (the per-step methods) convert ints like
+    # CPython's own unsigned arguments; the other methods through pybind11 (TypeError for all).
+    for bad, err in ((None, TypeError), (1.5, TypeError), ("1", TypeError), ([1], TypeError),
+                     (-1, OverflowError), (2**64, OverflowError)):
+        with pytest.raises(err):
             c.allocate(bad, 1)
-        with pytest.raises(TypeError):
+        with pytest.raises(err):
             c.append(1, bad)
-        with pytest.raises(TypeError):
+        with pytest.raises(err):
             c.fork(1, bad)
+        with pytest.raises(err):
+            c.free(bad)
+        with pytest.raises(TypeError):
+            c.set_priority(bad, 1)
+        with pytest.raises(TypeError):
+            c.get_sequence(bad)
+    with pytest.raises(TypeError):
+        c.allocate(1)  # arity
+    with pytest.raises(TypeError):
+        c.append_batch()
+    with pytest.raises(TypeError):
+        c.append(seq=1, num_tokens=1)  # positional only
     with pytest.raises(TypeError):
         c.set_eviction_strategy("LRU")
     with pytest.raises(TypeError):
