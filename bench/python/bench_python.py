@@ -4,7 +4,8 @@ a pure-Python block manager of vLLM's design (pyblocks.py), same machine, same r
 
   decode step: a batch of 32 live sequences; a step appends one token to each (pkv: one
                append_batch call; also pkv with one append call per token), and a sequence that
-               has produced its output is freed and replaced by a new prompt (allocate).
+               has produced its output is freed and replaced by a new prompt (allocate). A second
+               form adds a Python loop over the batch per step (the same for both managers).
   prefill:     a ring of 8 live prompts; a step frees the oldest and allocates a new prompt.
 Lengths are the C++ benchmark's tables (log-normal; prompts median 400 tokens, outputs 200).
 The scheduler's own bookkeeping is the same Python code for every manager.
@@ -60,7 +61,7 @@ OUTPUTS = _lengths(200.0, 0.8, 8, 1024, 2)
 
 
 class PkvBatch:
-    name = "pkv (append_batch)"
+    name = "pkv"  # decode: one append_batch call per step
 
     def __init__(self, num_blocks):
         self.c = pkv.PagedKvCache(num_blocks, BLOCK_SIZE, HEADS, HEAD_DIM)
@@ -77,7 +78,7 @@ class PkvBatch:
 
 
 class PkvPerToken(PkvBatch):
-    name = "pkv (append per token)"
+    name = "pkv, append per token"
 
     def step(self, ids):
         append = self.c.append
