@@ -85,7 +85,7 @@ PKV_API const char* pkv_last_error_message(void);
 typedef struct pkv_cache pkv_cache;
 typedef struct pkv_pool pkv_pool;
 
-/* ---- cache lifecycle -------------------------------------------------------------------------- */
+/* ---- cache lifecycle ------------------------------------------------------------------------- */
 
 typedef struct pkv_cache_options {
   uint32_t magazine_size;  /* the pool's per-thread magazine (default 32, at most 64; 0 = off) */
@@ -104,7 +104,7 @@ PKV_API pkv_status pkv_cache_create(size_t num_blocks, size_t block_size, size_t
  * Must not overlap another call on the same handle. */
 PKV_API pkv_status pkv_cache_destroy(pkv_cache* cache);
 
-/* ---- eviction configuration ------------------------------------------------------------------- */
+/* ---- eviction configuration ------------------------------------------------------------------ */
 
 typedef enum pkv_strategy_kind {
   PKV_STRATEGY_LRU = 0,
@@ -124,14 +124,13 @@ typedef struct pkv_eviction_strategy {
 /* Priority(0), StreamingLLM(0, 0) and an unknown kind: PKV_INVALID_ARGUMENT. */
 PKV_API pkv_status pkv_cache_set_eviction_strategy(pkv_cache* cache,
                                                    const pkv_eviction_strategy* strategy);
-PKV_API pkv_status pkv_cache_eviction_strategy(const pkv_cache* cache,
-                                               pkv_eviction_strategy* out);
+PKV_API pkv_status pkv_cache_eviction_strategy(const pkv_cache* cache, pkv_eviction_strategy* out);
 /* Clamped to 0..1; NaN: PKV_INVALID_ARGUMENT. */
 PKV_API pkv_status pkv_cache_set_eviction_threshold(pkv_cache* cache, double threshold);
 PKV_API pkv_status pkv_cache_eviction_threshold(const pkv_cache* cache, double* out);
 PKV_API pkv_status pkv_cache_set_priority(pkv_cache* cache, uint64_t seq, uint32_t priority);
 
-/* ---- sequences -------------------------------------------------------------------------------- */
+/* ---- sequences ------------------------------------------------------------------------------- */
 
 typedef struct pkv_copy_op {
   uint32_t src; /* copy the KV data of block src ... */
@@ -161,8 +160,8 @@ typedef struct pkv_item_error {
  * pointer, PKV_HOST_OUT_OF_MEMORY) means nothing was appended. seqs, num_tokens, copies and errors
  * may be NULL when n == 0; num_tokens is NULL for the same count on every item. */
 PKV_API pkv_status pkv_cache_append_batch(pkv_cache* cache, const uint64_t* seqs,
-                                          const size_t* num_tokens, size_t uniform_tokens,
-                                          size_t n, pkv_item_copy* copies, size_t* num_copies,
+                                          const size_t* num_tokens, size_t uniform_tokens, size_t n,
+                                          pkv_item_copy* copies, size_t* num_copies,
                                           pkv_item_error* errors, size_t* num_errors);
 PKV_API pkv_status pkv_cache_free(pkv_cache* cache, uint64_t seq);
 PKV_API pkv_status pkv_cache_fork(pkv_cache* cache, uint64_t src, uint64_t dst);
@@ -171,9 +170,8 @@ PKV_API pkv_status pkv_cache_unpin(pkv_cache* cache, uint64_t seq);
 /* *released receives how many held copy sources were released. */
 PKV_API pkv_status pkv_cache_copy_done(pkv_cache* cache, uint64_t seq, size_t* released);
 /* *dropped receives the number of tokens dropped. */
-PKV_API pkv_status pkv_cache_apply_streaming_llm(pkv_cache* cache, uint64_t seq,
-                                                 size_t sink_tokens, size_t window_tokens,
-                                                 size_t* dropped);
+PKV_API pkv_status pkv_cache_apply_streaming_llm(pkv_cache* cache, uint64_t seq, size_t sink_tokens,
+                                                 size_t window_tokens, size_t* dropped);
 
 /* The scalars of a sequence's snapshot (C++ SequenceInfo); the block table and token runs come
  * from pkv_cache_block_table / pkv_cache_token_runs. */
@@ -205,7 +203,7 @@ PKV_API pkv_status pkv_cache_token_runs(const pkv_cache* cache, uint64_t seq, pk
 PKV_API pkv_status pkv_cache_sequence_ids(const pkv_cache* cache, uint64_t* out, size_t capacity,
                                           size_t* required);
 
-/* ---- eviction --------------------------------------------------------------------------------- */
+/* ---- eviction -------------------------------------------------------------------------------- */
 
 /* *found = false when there is no candidate (then *seq is unchanged). */
 PKV_API pkv_status pkv_cache_select_eviction_target(const pkv_cache* cache, uint64_t* seq,
@@ -222,7 +220,7 @@ PKV_API pkv_status pkv_cache_evict(pkv_cache* cache, uint64_t* victim);
 PKV_API pkv_status pkv_cache_evict_to_threshold(pkv_cache* cache, double target, uint64_t* victims,
                                                 size_t capacity, size_t* num_victims);
 
-/* ---- figures (lock-free; exact when no call is in flight) ------------------------------------- */
+/* ---- figures (lock-free; exact when no call is in flight) ------------------------------------ */
 
 PKV_API pkv_status pkv_cache_block_size(const pkv_cache* cache, size_t* out);
 PKV_API pkv_status pkv_cache_total_blocks(const pkv_cache* cache, size_t* out);
@@ -252,7 +250,7 @@ PKV_API pkv_status pkv_cache_display(const pkv_cache* cache, char* out, size_t c
  * with the first violation as the last error message. */
 PKV_API pkv_status pkv_cache_validate_unsafe(const pkv_cache* cache);
 
-/* ---- block pool ------------------------------------------------------------------------------- */
+/* ---- block pool ------------------------------------------------------------------------------ */
 
 /* num_blocks in 1..2^32-2; magazine_size <= 64 (0 turns the per-thread magazines off). */
 PKV_API pkv_status pkv_pool_create(size_t num_blocks, uint32_t magazine_size, pkv_pool** out);

@@ -1,8 +1,8 @@
 /* tests/c/test_c_api.c — the C ABI (pkv/pkv.h) from C11: every function, its error paths and a
  * multi-threaded run with exact accounting. Prints TAP (one test point per group, meson protocol
  * 'tap') and a summary line; runs in the release, ASan+UBSan and TSan builds. */
-#include <pkv/pkv.h>
 #include <math.h>
+#include <pkv/pkv.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,21 +13,21 @@ static int g_point = 0;
 static int g_failed_points = 0;
 static int g_fail_here = 0; /* checks failed in the current group */
 
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
+#define CHECK(cond)                                                                       \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
       printf("#   %s:%d: check failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, \
-             pkv_last_error_message());                                             \
-      ++g_fail_here;                                                                \
-    }                                                                               \
+             pkv_last_error_message());                                                   \
+      ++g_fail_here;                                                                      \
+    }                                                                                     \
   } while (0)
 #define CHECK_ST(call, want) CHECK((call) == (want))
 #define OK(call) CHECK_ST(call, PKV_OK)
 /* The call fails with `want` and the last error message starts with `prefix`. */
-#define FAILS(call, want, prefix)                                             \
-  do {                                                                        \
-    CHECK_ST(call, want);                                                     \
-    CHECK(strncmp(pkv_last_error_message(), prefix, strlen(prefix)) == 0);    \
+#define FAILS(call, want, prefix)                                          \
+  do {                                                                     \
+    CHECK_ST(call, want);                                                  \
+    CHECK(strncmp(pkv_last_error_message(), prefix, strlen(prefix)) == 0); \
   } while (0)
 
 static void point(const char* name) {
@@ -345,16 +345,16 @@ static void test_append_batch(void) {
   /* empty batch, NULL pointers */
   OK(pkv_cache_append_batch(c, NULL, NULL, 1, 0, NULL, &nc, NULL, &ne));
   CHECK(nc == 0 && ne == 0);
-  FAILS(pkv_cache_append_batch(c, NULL, NULL, 1, 2, copies, &nc, errors, &ne),
-        PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer for seqs");
+  FAILS(pkv_cache_append_batch(c, NULL, NULL, 1, 2, copies, &nc, errors, &ne), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for seqs");
   FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, NULL, &nc, errors, &ne), PKV_INVALID_ARGUMENT,
         "Invalid argument: NULL pointer for copies");
   FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, copies, &nc, NULL, &ne), PKV_INVALID_ARGUMENT,
         "Invalid argument: NULL pointer for errors");
-  FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, copies, NULL, errors, &ne),
-        PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer for num_copies");
-  FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, copies, &nc, errors, NULL),
-        PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer for num_errors");
+  FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, copies, NULL, errors, &ne), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for num_copies");
+  FAILS(pkv_cache_append_batch(c, two, NULL, 1, 2, copies, &nc, errors, NULL), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for num_errors");
   FAILS(pkv_cache_append_batch(NULL, two, NULL, 1, 2, copies, &nc, errors, &ne),
         PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer for pkv_cache");
   OK(pkv_cache_get_sequence(c, 2, &info));
@@ -602,8 +602,8 @@ static void* worker(void* p) {
   pkv_item_error errors[kSeqsPerThread];
   for (int step = 0; step < kSteps; ++step) {
     size_t nc = 0, ne = 0;
-    note(a, pkv_cache_append_batch(a->cache, ids, NULL, 1, kSeqsPerThread, copies, &nc, errors,
-                                   &ne));
+    note(a,
+         pkv_cache_append_batch(a->cache, ids, NULL, 1, kSeqsPerThread, copies, &nc, errors, &ne));
     if (ne != 0) note(a, errors[0].status);
     const int k = step % kSeqsPerThread;
     if (step % 5 == 0) {
