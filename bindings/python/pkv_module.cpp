@@ -556,8 +556,14 @@ PYBIND11_MODULE(pkv, m) {
              return t.ids[static_cast<std::size_t>(i)];
            })
       .def("tolist", [](const BlockTable& t) { return t.ids; })
-      .def("__eq__", [](const BlockTable& t,
-                        const std::vector<std::uint32_t>& other) { return t.ids == other; })
+      .def("__eq__",
+           [](const BlockTable& t, const py::object& other) {
+             // Equal to a list of the same ints or a BlockTable of them; anything else is not.
+             if (py::isinstance<BlockTable>(other)) {
+               return t.ids == other.cast<const BlockTable&>().ids;
+             }
+             return PyList_Check(other.ptr()) && py::cast(t.ids).equal(other);
+           })
       .def("__repr__", [](const BlockTable& t) {
         std::string s = "BlockTable([";
         for (std::size_t i = 0; i < t.ids.size(); ++i) {

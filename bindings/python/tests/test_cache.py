@@ -252,7 +252,8 @@ def test_block_table_is_a_list_and_a_zero_copy_buffer():
     c.allocate(1, 40)
     t = c.block_table(1)
     assert list(t) == c.get_sequence(1).block_ids and t.tolist() == list(t) and len(t) == 3
-    assert t[-1] == t[2] and t == list(t)
+    assert t[-1] == t[2] and t == list(t) and t == c.block_table(1)
+    assert t != None and t != [9] and t != tuple(t)  # noqa: E711
     with pytest.raises(IndexError):
         t[3]
     a = np.asarray(t)
