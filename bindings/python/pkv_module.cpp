@@ -284,6 +284,21 @@ std::uint64_t u64_arg(PyObject* o) {
   return static_cast<std::uint64_t>(v);
 }
 
+// pybind11's record of PagedKvCache, looked up once: py::cast<C&> would look it up by typeid (a
+// hash of the type's name) on every call, a quarter of a fast method's instructions.
+const py::detail::type_info* g_cache_type = nullptr;
+
+C& cache_of(PyObject* self) {
+  // The method descriptor has checked that self is a PagedKvCache; one made by __new__ without
+  // __init__ has no C++ object yet (its holder is not constructed).
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  const auto vh = inst->get_value_and_holder(g_cache_type, /*throw_if_missing=*/false);
+  if (!vh || !vh.holder_constructed()) {
+    throw py::type_error("pkv.PagedKvCache: __init__ was not called");
+  }
+  return *vh.value_ptr<C>();
+}
+
 // Runs one fast method: arity check, self -> C++ cache, body, and every C++ exception turned into
 // the Python exception pybind11 would raise.
 template <class Body>
@@ -295,7 +310,7 @@ PyObject* fast_method(PyObject* self, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_
                    name, lo, hi, nargs);
       return nullptr;
     }
-    C& c = py::handle(self).cast<C&>();
+    C& c = cache_of(self);
     return body(c).release().ptr();
   } catch (const ErrorThrown& e) {
     set_error(e.error);
@@ -676,6 +691,7 @@ PYBIND11_MODULE(pkv, m) {
           "__repr__", [](const C& c) { return printed(c); }, kRelease())
       .def(
           "__str__", [](const C& c) { return printed(c); }, kRelease());
+  g_cache_type = py::detail::get_type_info(typeid(C));
   for (PyMethodDef& def : g_fast_methods) {
     if (def.ml_name == nullptr) break;
     PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cache_class.ptr()), &def);

@@ -334,6 +334,13 @@ def test_bad_input_raises_python_errors_and_changes_nothing():
     with pytest.raises(TypeError):
         c.append(seq=1, num_tokens=1)  # positional only
     with pytest.raises(TypeError):
+        pkv.PagedKvCache.allocate(5, 1, 1)  # not a cache
+    blank = pkv.PagedKvCache.__new__(pkv.PagedKvCache)  # no C++ object behind it
+    for call in (lambda: blank.allocate(1, 1), lambda: blank.append(1, 1), lambda: blank.free(1),
+                 lambda: blank.fork(1, 2), lambda: blank.append_batch([1])):
+        with pytest.raises(TypeError, match="__init__ was not called"):
+            call()
+    with pytest.raises(TypeError):
         c.set_eviction_strategy("LRU")
     with pytest.raises(TypeError):
         c.set_priority(1, 2**32)
