@@ -208,7 +208,7 @@ WORKLOADS = (
 )
 
 
-def run(reps=5, decode_n=3000, prefill_n=20000, out=sys.stdout):
+def run(reps=5, decode_n=20000, prefill_n=50000, out=sys.stdout):
     results = {}
     for wl, fn, classes in WORKLOADS:
         n = prefill_n if wl == "prefill" else decode_n
@@ -247,8 +247,8 @@ def run(reps=5, decode_n=3000, prefill_n=20000, out=sys.stdout):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--decode-steps", type=int, default=3000)
-    ap.add_argument("--prefill-steps", type=int, default=20000)
+    ap.add_argument("--decode-steps", type=int, default=20000)
+    ap.add_argument("--prefill-steps", type=int, default=50000)
     ap.add_argument("--json", help="also write the raw figures to this file")
     ap.add_argument("--one", metavar="WORKLOAD:MANAGER",
                     help="run one workload once and exit (decode|decode-loop|prefill : batch|per-token|python), "
