@@ -36,11 +36,16 @@ run_build() {
   logs+=("$dir/meson-logs/testlog.junit.xml")
 }
 
-run_build build-release -Dbuildtype=release
+# The release build also builds the Python module and runs the pytest and cargo test suites
+# (bindings/); the C ABI test (tests/c) runs in every build, sanitizers included.
+run_build build-release -Dbuildtype=release -Dpython=true -Drust=true
+echo "=== build-release: the bindings' own runners (C ABI TAP, pytest, cargo test)"
+grep -hE "^# C ABI tests: |^=+ .*(passed|failed|error).* in [0-9.]+s.* =+$|^test result: " \
+  build-release/meson-logs/testlog.txt
 run_build build-tsan -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dbench=false
 run_build build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dexpensive_checks=true \
   -Dbench=false
-CXX=clang++ run_build build-tsan-clang -Dbuildtype=debugoptimized -Db_sanitize=thread \
+CC=clang CXX=clang++ run_build build-tsan-clang -Dbuildtype=debugoptimized -Db_sanitize=thread \
   -Db_lundef=false -Dbench=false -Dsim=false
 
 echo "=== fuzz: libFuzzer (clang, ASan+UBSan) against the reference model, bounded time"
