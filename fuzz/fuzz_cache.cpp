@@ -1,18 +1,18 @@
 // libFuzzer target: bytes -> a program of PagedKvCache calls on a small cache, each call compared
 // with the sequential reference model (tests/model/reference_model.hpp through
 // tests/model/harness.hpp), and the whole observable state (validate_unsafe(), figures, counters,
-// every sequence's blocks, slots and sharing, the KV cookie arena) checked after every call.
+// every sequence's blocks, slots and sharing, the KV cookie arena of tests/support/) checked after
+// every call.
 // Any difference aborts with a description of the call and the difference.
 //
 // Input format (all one byte each, read until the input ends; missing bytes read as 0):
 //   config: num_blocks = 1 + b % 16, block_size = 1 + b % 5, magazine = {0,1,2,4,32,64}[b % 6]
 //           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4 and
 //           affinity_shift = (b / 4) % 3 from the same byte, head_dim = 1 + b % 8
-//   then per call: kind = b % 17 (OpKind order in harness.hpp), followed by its arguments:
-//     seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under every
-//     placement used); token counts b < 240
-//     ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
-//     includes -0.5, 1.5, NaN and +-inf.
+//   then per call: kind = b % kOpKinds (18 kinds, in OpKind's order in harness.hpp), followed
+//   by its arguments: seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under
+//   every placement used); token counts b < 240 ? b % 24 : a huge value (overflow /
+//   out-of-memory paths); thresholds from a table that includes -0.5, 1.5, NaN and +-inf.
 // At most 400 calls per input.
 //
 // Build: meson setup build-fuzz -Dfuzz=true (with CXX=clang++); run: see fuzz/meson.build.

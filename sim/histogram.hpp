@@ -26,6 +26,21 @@ class LatencyHistogram {
     if (ns > max_) max_ = ns;
   }
 
+  /// `n` samples that share one measured `total_ns` (one call that did n items' work): each
+  /// records its share, total_ns / n (total_ns % n of them 1 ns more), so sum() grows by exactly
+  /// total_ns and count() by n.
+  void record_shared(std::uint64_t total_ns, std::uint64_t n) noexcept {
+    if (n == 0) return;
+    const std::uint64_t each = total_ns / n;
+    const std::uint64_t longer = total_ns % n;
+    counts_[index_of(each)] += n - longer;
+    if (longer > 0) counts_[index_of(each + 1)] += longer;
+    count_ += n;
+    sum_ += total_ns;
+    const std::uint64_t top = each + (longer > 0 ? 1 : 0);
+    if (top > max_) max_ = top;
+  }
+
   void merge(const LatencyHistogram& other) noexcept {
     for (std::size_t i = 0; i < kBuckets; ++i) counts_[i] += other.counts_[i];
     count_ += other.count_;

@@ -1,9 +1,11 @@
-// sim/options.hpp — pkv-sim's command line: the Options a run takes and a strict parser.
+// sim/options.hpp — pkv-sim's command line: the Options a run takes and the parser.
 //
 // Contract
-//   parse_options() never throws and never aborts on bad input: every malformed number, unknown
-//   flag, missing value or out-of-range setting comes back as ParseResult::error with a one-line
-//   message naming the flag. Not thread-safe only in the trivial sense (it touches no globals).
+//   parse_options() (cli.cpp, with CLI11) never throws and never aborts on bad input: every
+//   malformed number, unknown flag, missing value or out-of-range setting comes back as
+//   ParseResult::error with a one-line message naming the flag. It touches no globals.
+//   validate() and describe() (options.cpp) give the checks of combined settings and a run's
+//   one-line description.
 #pragma once
 
 #include <cstddef>

@@ -15,6 +15,8 @@ const char* op_name(Op op) noexcept {
       return "allocate";
     case Op::append:
       return "append";
+    case Op::append_batch:
+      return "append/batch";
     case Op::fork:
       return "fork";
     case Op::free:

@@ -20,9 +20,21 @@
 
 namespace pkv::sim {
 
-/// The allocator calls the simulator times.
-enum class Op : std::uint8_t { allocate, append, fork, free, evict, streaming, set_priority };
-inline constexpr std::size_t kNumOps = 7;
+/// The allocator calls the simulator times. append_batch (a worker's decode step, one call) is
+/// recorded as one sample per item, each the call's time divided by its items, so counts and
+/// rates are per sequence operation and the time sum is exact; append: admission's appends and
+/// the retries of items that found no free block.
+enum class Op : std::uint8_t {
+  allocate,
+  append,
+  append_batch,
+  fork,
+  free,
+  evict,
+  streaming,
+  set_priority
+};
+inline constexpr std::size_t kNumOps = 8;
 const char* op_name(Op op) noexcept;
 
 /// One point of the time series (taken every step; sharing/waste every sample_every steps).
@@ -55,7 +67,7 @@ struct Report {
   // allocator calls
   LatencyHistogram latency;  ///< every timed call
   LatencyHistogram op_latency[kNumOps];
-  std::uint64_t failed_calls = 0;  ///< calls that returned an error (OOM, not found, ...)
+  std::uint64_t failed_calls = 0;  ///< calls (or append_batch items) that returned an error
   double allocator_seconds = 0;    ///< time inside timed calls, all workers
   double worker_seconds = 0;       ///< wall time x workers
   // memory

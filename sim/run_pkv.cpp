@@ -18,7 +18,12 @@ Report run_pkv(const Options& options, const ProgressFn& progress) {
     failed.error = err;
     return failed;
   }
-  auto cache = PagedKvCache::create(options.blocks, options.block_size, kHeads, kHeadDim);
+  // --verify: sequences are pinned while their KV data is written, and copy-on-write sources
+  // are held until copied (sim/verifier.hpp).
+  PagedKvCache::Options cache_options;
+  cache_options.hold_copy_sources = options.verify;
+  auto cache =
+      PagedKvCache::create(options.blocks, options.block_size, kHeads, kHeadDim, cache_options);
   if (!cache) {
     failed.error = "PagedKvCache::create: " + cache.error().message();
     return failed;

@@ -185,6 +185,22 @@ TEST(Histogram, st_quantiles_within_a_bucket) {
   EXPECT_EQ(LatencyHistogram().quantile(0.5), 0u);
 }
 
+TEST(Histogram, st_shared_samples_keep_the_sum) {
+  // One call that did 3 items' work in 10 ns: samples 3, 3, 4 (append_batch's per-item form).
+  LatencyHistogram h;
+  h.record_shared(10, 3);
+  EXPECT_EQ(h.count(), 3u);
+  EXPECT_EQ(h.sum(), 10u);
+  EXPECT_EQ(h.max(), 4u);
+  EXPECT_EQ(h.quantile(0.0), 3u);
+  h.record_shared(7, 0);  // no items: nothing recorded
+  EXPECT_EQ(h.count(), 3u);
+  h.record_shared(1000, 10);
+  EXPECT_EQ(h.count(), 13u);
+  EXPECT_EQ(h.sum(), 1010u);
+  EXPECT_EQ(h.max(), 100u);
+}
+
 // ---- seeded runs ------------------------------------------------------------------------------
 
 TEST(Sim, st_seeded_run_accounts_for_every_request) {

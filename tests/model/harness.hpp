@@ -1,12 +1,15 @@
 // tests/model/harness.hpp — runs one call on a real PagedKvCache and on the ReferenceModel and
 // compares everything a caller can observe (shared by the RapidCheck tests and the fuzzer).
 //
-//   Op        one public call with its arguments (seq ids are small so collisions are frequent).
-//   Harness   owns the cache, the model and a host "KV arena": block_size slots per real block,
-//             each holding a cookie (a unique 64-bit number per written token, 0 = never written).
-//             step(op) performs the call on both, performs the returned CopyOp on the arena,
-//             writes a fresh cookie for every token a successful allocate/append added (at the
-//             slot the real cache's SequenceInfo::slot_of gives), and compares the results.
+//   Op        one public call with its arguments (ops.hpp; seq ids are small so collisions are
+//             frequent).
+//   Harness   owns the cache, the model and a host KV arena (support/kv_arena.hpp): block_size
+//             slots per real block, each holding a cookie (a unique 64-bit number per written
+//             token, 0 = never written).
+//             step(op) (one step_<kind>() per OpKind) performs the call on both, performs the
+//             returned CopyOp on the arena, writes a fresh cookie for every token a successful
+//             allocate/append added (at the slot the real cache's SequenceInfo::slot_of gives),
+//             and compares the results.
 //             check() compares the whole observable state: validate_unsafe(), every figure and
 //             counter, every live sequence (tokens, blocks, recency order, LFU count, priority,
 //             slot of every kept token), the sharing structure (model and real block ids must be in
@@ -31,167 +34,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ops.hpp"
 #include "pkv/paged_kv_cache.hpp"
 #include "reference_model.hpp"
+#include "support/kv_arena.hpp"
 
 namespace pkv::model {
-
-struct CacheConfig {
-  std::uint64_t num_blocks = 8;
-  std::uint64_t block_size = 2;
-  std::uint64_t num_heads = 1;
-  std::uint64_t head_dim = 1;
-  std::uint32_t magazine_size = 32;
-  bool hold_copy_sources = false;  // PagedKvCache::Options::hold_copy_sources
-  unsigned affinity_shift = 0;     // PagedKvCache::Options::affinity_shift
-};
-
-inline std::ostream& operator<<(std::ostream& os, const CacheConfig& c) {
-  return os << "CacheConfig{blocks=" << c.num_blocks << ", block_size=" << c.block_size
-            << ", heads=" << c.num_heads << ", head_dim=" << c.head_dim
-            << ", magazine=" << c.magazine_size << ", hold_copy_sources=" << c.hold_copy_sources
-            << ", affinity_shift=" << c.affinity_shift << "}";
-}
-
-enum class OpKind : std::uint8_t {
-  allocate,
-  append,
-  fork,
-  free,
-  get_sequence,
-  sequence_ids,
-  select_target,
-  evict,
-  evict_to_threshold,
-  streaming,
-  set_priority,
-  set_strategy,
-  set_threshold,
-  display,
-  pin,
-  unpin,
-  copy_done,
-  append_batch,  // append_batch({seq, seq2, seq}, n): a duplicate and maybe a missing id
-};
-inline constexpr int kOpKinds = 18;
-
-struct Op {
-  OpKind kind = OpKind::get_sequence;
-  std::uint64_t seq = 0;   // the sequence (src for fork)
-  std::uint64_t seq2 = 0;  // fork dst
-  std::uint64_t n = 0;     // tokens; sink; strategy levels / sink
-  std::uint64_t m = 0;     // window; strategy window
-  std::uint32_t priority = 0;
-  std::uint8_t strategy = 0;  // EvictionStrategy::Kind as a number (taken mod 5)
-  double x = 0.0;             // thresholds
-};
-
-/// Affinity shifts the model configs use (CacheConfig::affinity_shift): 0 = hashed placement.
-inline constexpr unsigned kTestAffinityShifts[] = {0, 1, 2};
-
-/// Sequence ids for tests: pairs that land in the same shard of PagedKvCache (so per-shard
-/// structures hold several sequences) and pairs in different shards, under every placement in
-/// kTestAffinityShifts. Entry 2k and 2k+1 share a shard; different k are different shards.
-inline const std::vector<std::uint64_t>& test_ids() {
-  static const std::vector<std::uint64_t> ids = [] {
-    // The library's own placement, one tiny cache per shift.
-    std::vector<std::unique_ptr<PagedKvCache>> caches;
-    for (unsigned s : kTestAffinityShifts) {
-      PagedKvCache::Options o;
-      o.affinity_shift = s;
-      caches.push_back(std::make_unique<PagedKvCache>(1, 1, 1, 1, o));
-    }
-    auto shards = [&](std::uint64_t id) {
-      std::vector<std::size_t> v;
-      for (const auto& c : caches) v.push_back(c->shard_index(SeqId{id}));
-      return v;
-    };
-    std::vector<std::uint64_t> out;
-    std::vector<std::vector<std::size_t>> used;  // the shards of each pair, per placement
-    auto clashes = [&](const std::vector<std::size_t>& sh) {
-      for (const auto& u : used)
-        for (std::size_t p = 0; p < sh.size(); ++p)
-          if (u[p] == sh[p]) return true;
-      return false;
-    };
-    for (std::uint64_t a = 1; out.size() < 8; ++a) {
-      const std::vector<std::size_t> sa = shards(a);
-      if (clashes(sa)) continue;
-      std::uint64_t b = a + 1;
-      while (shards(b) != sa) ++b;
-      used.push_back(sa);
-      out.push_back(a);
-      out.push_back(b);
-    }
-    return out;
-  }();
-  return ids;
-}
-
-inline EvictionStrategy make_strategy(std::uint8_t kind, std::uint64_t a, std::uint64_t b) {
-  switch (kind % 5) {
-    case 0:
-      return EvictionStrategy::lru();
-    case 1:
-      return EvictionStrategy::lfu();
-    case 2:
-      return EvictionStrategy::longest_first();
-    case 3:
-      return EvictionStrategy::priority(static_cast<std::uint32_t>(a));
-    default:
-      return EvictionStrategy::streaming_llm(a, b);
-  }
-}
-
-inline std::ostream& operator<<(std::ostream& os, const Op& op) {
-  switch (op.kind) {
-    case OpKind::allocate:
-      return os << "allocate(S" << op.seq << ", " << op.n << ")";
-    case OpKind::append:
-      return os << "append(S" << op.seq << ", " << op.n << ")";
-    case OpKind::fork:
-      return os << "fork(S" << op.seq << ", S" << op.seq2 << ")";
-    case OpKind::free:
-      return os << "free(S" << op.seq << ")";
-    case OpKind::get_sequence:
-      return os << "get_sequence(S" << op.seq << ")";
-    case OpKind::sequence_ids:
-      return os << "sequence_ids()";
-    case OpKind::select_target:
-      return os << "select_eviction_target()";
-    case OpKind::evict:
-      return os << "evict()";
-    case OpKind::evict_to_threshold:
-      return os << "evict_to_threshold(" << op.x << ")";
-    case OpKind::streaming:
-      return os << "apply_streaming_llm(S" << op.seq << ", " << op.n << ", " << op.m << ")";
-    case OpKind::set_priority:
-      return os << "set_priority(S" << op.seq << ", " << op.priority << ")";
-    case OpKind::set_strategy:
-      return os << "set_eviction_strategy(" << strategy_name(make_strategy(op.strategy, op.n, op.m))
-                << ")";
-    case OpKind::set_threshold:
-      return os << "set_eviction_threshold(" << op.x << ")";
-    case OpKind::display:
-      return os << "operator<<";
-    case OpKind::pin:
-      return os << "pin(S" << op.seq << ")";
-    case OpKind::unpin:
-      return os << "unpin(S" << op.seq << ")";
-    case OpKind::copy_done:
-      return os << "copy_done(S" << op.seq << ")";
-    case OpKind::append_batch:
-      return os << "append_batch({S" << op.seq << ", S" << op.seq2 << ", S" << op.seq << "}, "
-                << op.n << ")";
-  }
-  return os << "?";
-}
-
-inline std::string to_string(const Op& op) {
-  std::ostringstream os;
-  os << op;
-  return os.str();
-}
 
 /// How often each interesting outcome happened (to check that generators reach them).
 struct Coverage {
@@ -214,7 +62,7 @@ class Harness {
       return;
     }
     cache_ = std::move(r).value();
-    arena_.assign(c.num_blocks * c.block_size, 0);
+    arena_ = test_support::KvArena<std::uint64_t>(c.num_blocks, c.block_size);
   }
 
   const std::string& init_error() const { return init_error_; }
@@ -225,231 +73,45 @@ class Harness {
   /// Performs `op` on both; "" when the results agree.
   std::string step(const Op& op) {
     ++cov_.steps;
-    const SeqId s{op.seq};
     switch (op.kind) {
-      case OpKind::allocate: {
-        Result<void> r = cache_->allocate(s, op.n);
-        Result<void> m = model_.allocate(s, op.n);
-        if (std::string e = compare_void(r, m); !e.empty()) return e;
-        if (r) return write_new_tokens(s, 0, op.n);
-        return {};
-      }
-      case OpKind::append: {
-        std::optional<SequenceInfo> pre = cache_->get_sequence(s);
-        if (pre && !pre->block_ids.empty() && cache_->pool().ref_count(pre->block_ids.back()) > 1)
-          ++cov_.shared_appends;
-        Result<std::optional<CopyOp>> r = cache_->append(s, op.n);
-        Result<std::optional<CopyOp>> m = model_.append(s, op.n);
-        if (r.has_value() != m.has_value()) return mismatch(r, m);
-        if (!r) return compare_error(r.error(), m.error());
-        ++cov_.ok;
-        if (r.value().has_value() != m.value().has_value())
-          return std::string("CopyOp presence: real ") + (r.value() ? "yes" : "no") + ", model " +
-                 (m.value() ? "yes" : "no");
-        if (!pre) return "append succeeded on a sequence get_sequence did not find";
-        std::optional<SequenceInfo> post = cache_->get_sequence(s);
-        if (!post) return "sequence vanished after append";
-        const std::size_t old_nb = pre->block_ids.size();
-        if (post->block_ids.size() < old_nb) return "append shrank the block table";
-        for (std::size_t i = 0; i + 1 < old_nb; ++i)
-          if (post->block_ids[i] != pre->block_ids[i]) return "append changed a full block";
-        if (const std::optional<CopyOp>& c = r.value()) {
-          ++cov_.copies;
-          if (old_nb == 0 || c->src != pre->block_ids.back())
-            return "CopyOp.src is not the old last block";
-          if (c->dst != post->block_ids[old_nb - 1])
-            return "CopyOp.dst is not the new block at the old last position";
-          if (c->dst == c->src || cache_->pool().ref_count(c->dst) != 1)
-            return "CopyOp.dst is not a fresh private block";
-          for (std::uint64_t k = 0; k < cfg_.block_size; ++k)
-            arena_[c->dst.value * cfg_.block_size + k] = arena_[c->src.value * cfg_.block_size + k];
-        } else if (old_nb > 0 && post->block_ids[old_nb - 1] != pre->block_ids.back()) {
-          return "append moved the last block without a CopyOp";
-        }
-        return write_new_tokens(s, pre->num_tokens, op.n);
-      }
-      case OpKind::append_batch: {
-        // Each item must equal the model's append called in item order; then the CopyOps are
-        // performed and the new tokens written in that order (no item of the batch can move an
-        // earlier item's tokens: after an append the sequence's last block is private).
-        // Odd counts take the per-item form with counts {n, n / 2, n}; even ones the uniform form.
-        const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
-        const bool per_item = op.n % 2 == 1;
-        const std::vector<std::size_t> counts{op.n, per_item ? op.n / 2 : op.n, op.n};
-        AppendBatchOutcome outcome;
-        if (per_item) {
-          if (!cache_->append_batch(ids, counts, outcome))
-            return "append_batch: equal-length spans rejected";
-        } else {
-          cache_->append_batch(ids, op.n, outcome);
-        }
-        if (outcome.items != ids.size()) return "append_batch: items is not seqs.size()";
-        // Both lists in strictly increasing item order, in range, no item in both.
-        auto in_order = [&](const auto& list) {
-          for (std::size_t k = 0; k < list.size(); ++k)
-            if (list[k].item >= ids.size() || (k > 0 && list[k].item <= list[k - 1].item))
-              return false;
-          return true;
-        };
-        if (!in_order(outcome.copies)) return "append_batch: copies not in item order";
-        if (!in_order(outcome.errors)) return "append_batch: errors not in item order";
-        for (const auto& c : outcome.copies)
-          for (const auto& e : outcome.errors)
-            if (c.item == e.item) return "append_batch: an item both copied and failed";
-        const std::vector<Result<std::optional<CopyOp>>> out = outcome.per_item();
-        struct Done {
-          SeqId id;
-          std::uint64_t first;
-          std::uint64_t n;
-          std::optional<CopyOp> copy;
-        };
-        std::vector<Done> done;
-        for (std::size_t i = 0; i < ids.size(); ++i) {
-          const std::optional<SequenceInfo> mpre = model_.get_sequence(ids[i]);
-          Result<std::optional<CopyOp>> m = model_.append(ids[i], counts[i]);
-          const Result<std::optional<CopyOp>>& r = out[i];
-          const std::string item = "append_batch item " + std::to_string(i) + ": ";
-          if (r.has_value() != m.has_value()) return item + mismatch(r, m);
-          if (!r) {
-            if (std::string e = compare_error(r.error(), m.error()); !e.empty()) return item + e;
-            continue;
-          }
-          ++cov_.ok;
-          if (r.value().has_value() != m.value().has_value())
-            return item + "CopyOp presence differs from the model";
-          if (!mpre) return item + "succeeded on a sequence the model does not have";
-          done.push_back(Done{ids[i], mpre->num_tokens, counts[i], r.value()});
-        }
-        for (const Done& d : done) {
-          if (d.copy) {
-            ++cov_.copies;
-            if (d.copy->dst == d.copy->src) return "append_batch: CopyOp onto its own source";
-            for (std::uint64_t k = 0; k < cfg_.block_size; ++k)
-              arena_[d.copy->dst.value * cfg_.block_size + k] =
-                  arena_[d.copy->src.value * cfg_.block_size + k];
-          }
-          if (std::string e = write_new_tokens(d.id, d.first, d.n, false); !e.empty()) return e;
-        }
-        return {};
-      }
-      case OpKind::fork: {
-        Result<void> r = cache_->fork(s, SeqId{op.seq2});
-        Result<void> m = model_.fork(s, SeqId{op.seq2});
-        if (std::string e = compare_void(r, m); !e.empty()) return e;
-        if (r) {
-          ++cov_.forks;
-          expected_[op.seq2] = expected_[op.seq];
-        }
-        return {};
-      }
-      case OpKind::free: {
-        Result<void> r = cache_->free(s);
-        Result<void> m = model_.free(s);
-        if (std::string e = compare_void(r, m); !e.empty()) return e;
-        if (r) expected_.erase(op.seq);
-        return {};
-      }
-      case OpKind::get_sequence: {
-        const bool real = cache_->get_sequence(s).has_value();
-        const bool mod = model_.find(s) != nullptr;
-        if (real != mod) return std::string("get_sequence presence: real ") + yn(real);
-        return {};  // contents are compared by check()
-      }
-      case OpKind::sequence_ids: {
-        std::vector<SeqId> ids = cache_->sequence_ids();
-        std::sort(ids.begin(), ids.end());
-        if (ids != model_.sequence_ids()) return "sequence_ids differ";
-        return {};
-      }
-      case OpKind::select_target: {
-        std::optional<SeqId> r = cache_->select_eviction_target();
-        std::optional<SeqId> m = model_.select_eviction_target();
-        if (r != m) return "select_eviction_target: real " + opt_seq(r) + ", model " + opt_seq(m);
-        return {};
-      }
-      case OpKind::evict: {
-        Result<SeqId> r = cache_->evict();
-        Result<SeqId> m = model_.evict();
-        if (r.has_value() != m.has_value()) return mismatch(r, m);
-        if (!r) return compare_error(r.error(), m.error());
-        ++cov_.ok;
-        ++cov_.evicted;
-        if (r.value() != m.value())
-          return "evict victim: real " + pkv::to_string(r.value()) + ", model " +
-                 pkv::to_string(m.value());
-        expected_.erase(r.value().value);
-        return {};
-      }
-      case OpKind::evict_to_threshold: {
-        Result<std::vector<SeqId>> r = cache_->evict_to_threshold(op.x);
-        Result<std::vector<SeqId>> m = model_.evict_to_threshold(op.x);
-        if (r.has_value() != m.has_value()) return mismatch(r, m);
-        if (!r) return compare_error(r.error(), m.error());
-        ++cov_.ok;
-        if (r.value() != m.value()) return "evict_to_threshold victims differ";
-        for (SeqId v : r.value()) {
-          ++cov_.evicted;
-          expected_.erase(v.value);
-        }
-        return {};
-      }
-      case OpKind::streaming: {
-        Result<std::size_t> r = cache_->apply_streaming_llm(s, op.n, op.m);
-        Result<std::size_t> m = model_.apply_streaming_llm(s, op.n, op.m);
-        if (r.has_value() != m.has_value()) return mismatch(r, m);
-        if (!r) return compare_error(r.error(), m.error());
-        ++cov_.ok;
-        if (r.value() != m.value())
-          return "apply_streaming_llm dropped " + std::to_string(r.value()) + ", model " +
-                 std::to_string(m.value());
-        if (r.value() > 0) {
-          ++cov_.streamed;
-          std::vector<std::uint64_t>& e = expected_[op.seq];
-          std::vector<std::uint64_t> kept(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(op.n));
-          kept.insert(kept.end(), e.end() - static_cast<std::ptrdiff_t>(op.m), e.end());
-          e = std::move(kept);
-        }
-        return {};
-      }
+      case OpKind::allocate:
+        return step_allocate(op);
+      case OpKind::append:
+        return step_append(op);
+      case OpKind::append_batch:
+        return step_append_batch(op);
+      case OpKind::fork:
+        return step_fork(op);
+      case OpKind::free:
+        return step_free(op);
+      case OpKind::get_sequence:
+        return step_get_sequence(op);
+      case OpKind::sequence_ids:
+        return step_sequence_ids();
+      case OpKind::select_target:
+        return step_select_target();
+      case OpKind::evict:
+        return step_evict();
+      case OpKind::evict_to_threshold:
+        return step_evict_to_threshold(op);
+      case OpKind::streaming:
+        return step_streaming(op);
       case OpKind::set_priority:
-        return compare_void(cache_->set_priority(s, op.priority),
-                            model_.set_priority(s, op.priority));
-      case OpKind::set_strategy: {
-        const EvictionStrategy st = make_strategy(op.strategy, op.n, op.m);
-        if (std::string e =
-                compare_void(cache_->set_eviction_strategy(st), model_.set_eviction_strategy(st));
-            !e.empty())
-          return e;
-        if (!(cache_->eviction_strategy() == model_.eviction_strategy()))
-          return "eviction_strategy() differs";
-        return {};
-      }
+        return compare_void(cache_->set_priority(SeqId{op.seq}, op.priority),
+                            model_.set_priority(SeqId{op.seq}, op.priority));
+      case OpKind::set_strategy:
+        return step_set_strategy(op);
       case OpKind::set_threshold:
         return compare_void(cache_->set_eviction_threshold(op.x),
                             model_.set_eviction_threshold(op.x));
-      case OpKind::display: {
-        std::ostringstream os;
-        os << *cache_;
-        if (os.str() != model_.display())
-          return "operator<< prints\n" + os.str() + "model prints\n" + model_.display();
-        return {};
-      }
+      case OpKind::display:
+        return step_display();
       case OpKind::pin:
-        return compare_void(cache_->pin(s), model_.pin(s));
+        return compare_void(cache_->pin(SeqId{op.seq}), model_.pin(SeqId{op.seq}));
       case OpKind::unpin:
-        return compare_void(cache_->unpin(s), model_.unpin(s));
-      case OpKind::copy_done: {
-        Result<std::size_t> r = cache_->copy_done(s);
-        Result<std::size_t> m = model_.copy_done(s);
-        if (r.has_value() != m.has_value()) return mismatch(r, m);
-        if (!r) return compare_error(r.error(), m.error());
-        ++cov_.ok;
-        if (r.value() != m.value())
-          return "copy_done released " + std::to_string(r.value()) + ", model " +
-                 std::to_string(m.value());
-        cov_.copies_done += r.value();
-        return {};
-      }
+        return compare_void(cache_->unpin(SeqId{op.seq}), model_.unpin(SeqId{op.seq}));
+      case OpKind::copy_done:
+        return step_copy_done(op);
     }
     return "unknown op";
   }
@@ -491,7 +153,6 @@ class Harness {
 
     std::unordered_map<std::uint32_t, std::uint32_t> m2r, r2m;     // model <-> real block ids
     std::vector<std::pair<std::uint64_t, std::uint64_t>> recency;  // (model, real) last_access
-    const std::uint64_t bs = cfg_.block_size;
     for (const auto& [id, q] : model_.sequences()) {
       const std::string who = "S" + std::to_string(id) + ": ";
       std::optional<SequenceInfo> info = c.get_sequence(SeqId{id});
@@ -538,8 +199,9 @@ class Harness {
       const std::size_t expected_n = ex == expected_.end() ? 0 : ex->second.size();
       if (expected_n != q.num_tokens()) return who + "harness bookkeeping lost tokens";
       for (std::uint64_t i = 0; i < q.num_tokens(); ++i) {
-        const std::uint64_t slot = info->slot_of(i);
-        const std::uint64_t cookie = arena_[info->block_ids[slot / bs].value * bs + slot % bs];
+        const std::uint64_t* cell = arena_.token(*info, i);
+        if (cell == nullptr) return who + "token " + std::to_string(i) + " is beyond its blocks";
+        const std::uint64_t cookie = *cell;
         if (cookie != ex->second[i])
           return who + "KV data of token " + std::to_string(i) + " lost (cookie " +
                  std::to_string(cookie) + ", expected " + std::to_string(ex->second[i]) + ")";
@@ -559,6 +221,237 @@ class Harness {
   }
 
  private:
+  // ---- one function per op kind: the call on both, the comparison, the arena's KV data ----
+
+  std::string step_allocate(const Op& op) {
+    const SeqId s{op.seq};
+    Result<void> r = cache_->allocate(s, op.n);
+    Result<void> m = model_.allocate(s, op.n);
+    if (std::string e = compare_void(r, m); !e.empty()) return e;
+    if (r) return write_new_tokens(s, 0, op.n);
+    return {};
+  }
+
+  std::string step_append(const Op& op) {
+    const SeqId s{op.seq};
+    std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+    if (pre && !pre->block_ids.empty() && cache_->pool().ref_count(pre->block_ids.back()) > 1)
+      ++cov_.shared_appends;
+    Result<std::optional<CopyOp>> r = cache_->append(s, op.n);
+    Result<std::optional<CopyOp>> m = model_.append(s, op.n);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value().has_value() != m.value().has_value())
+      return std::string("CopyOp presence: real ") + (r.value() ? "yes" : "no") + ", model " +
+             (m.value() ? "yes" : "no");
+    if (!pre) return "append succeeded on a sequence get_sequence did not find";
+    std::optional<SequenceInfo> post = cache_->get_sequence(s);
+    if (!post) return "sequence vanished after append";
+    const std::size_t old_nb = pre->block_ids.size();
+    if (post->block_ids.size() < old_nb) return "append shrank the block table";
+    for (std::size_t i = 0; i + 1 < old_nb; ++i)
+      if (post->block_ids[i] != pre->block_ids[i]) return "append changed a full block";
+    if (const std::optional<CopyOp>& c = r.value()) {
+      ++cov_.copies;
+      if (old_nb == 0 || c->src != pre->block_ids.back())
+        return "CopyOp.src is not the old last block";
+      if (c->dst != post->block_ids[old_nb - 1])
+        return "CopyOp.dst is not the new block at the old last position";
+      if (c->dst == c->src || cache_->pool().ref_count(c->dst) != 1)
+        return "CopyOp.dst is not a fresh private block";
+      arena_.copy(*c);
+    } else if (old_nb > 0 && post->block_ids[old_nb - 1] != pre->block_ids.back()) {
+      return "append moved the last block without a CopyOp";
+    }
+    return write_new_tokens(s, pre->num_tokens, op.n);
+  }
+
+  // Each item must equal the model's append called in item order; then the CopyOps are performed
+  // and the new tokens written in that order (no item of the batch can move an earlier item's
+  // tokens: after an append the sequence's last block is private).
+  // Odd counts take the per-item form with counts {n, n / 2, n}; even ones the uniform form.
+  std::string step_append_batch(const Op& op) {
+    const SeqId s{op.seq};
+    const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
+    const bool per_item = op.n % 2 == 1;
+    const std::vector<std::size_t> counts{op.n, per_item ? op.n / 2 : op.n, op.n};
+    AppendBatchOutcome outcome;
+    if (per_item) {
+      if (!cache_->append_batch(ids, counts, outcome))
+        return "append_batch: equal-length spans rejected";
+    } else {
+      cache_->append_batch(ids, op.n, outcome);
+    }
+    if (outcome.items != ids.size()) return "append_batch: items is not seqs.size()";
+    // Both lists in strictly increasing item order, in range, no item in both.
+    auto in_order = [&](const auto& list) {
+      for (std::size_t k = 0; k < list.size(); ++k)
+        if (list[k].item >= ids.size() || (k > 0 && list[k].item <= list[k - 1].item)) return false;
+      return true;
+    };
+    if (!in_order(outcome.copies)) return "append_batch: copies not in item order";
+    if (!in_order(outcome.errors)) return "append_batch: errors not in item order";
+    for (const auto& c : outcome.copies)
+      for (const auto& e : outcome.errors)
+        if (c.item == e.item) return "append_batch: an item both copied and failed";
+    const std::vector<Result<std::optional<CopyOp>>> out = outcome.per_item();
+    struct Done {
+      SeqId id;
+      std::uint64_t first;
+      std::uint64_t n;
+      std::optional<CopyOp> copy;
+    };
+    std::vector<Done> done;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const std::optional<SequenceInfo> mpre = model_.get_sequence(ids[i]);
+      Result<std::optional<CopyOp>> m = model_.append(ids[i], counts[i]);
+      const Result<std::optional<CopyOp>>& r = out[i];
+      const std::string item = "append_batch item " + std::to_string(i) + ": ";
+      if (r.has_value() != m.has_value()) return item + mismatch(r, m);
+      if (!r) {
+        if (std::string e = compare_error(r.error(), m.error()); !e.empty()) return item + e;
+        continue;
+      }
+      ++cov_.ok;
+      if (r.value().has_value() != m.value().has_value())
+        return item + "CopyOp presence differs from the model";
+      if (!mpre) return item + "succeeded on a sequence the model does not have";
+      done.push_back(Done{ids[i], mpre->num_tokens, counts[i], r.value()});
+    }
+    for (const Done& d : done) {
+      if (d.copy) {
+        ++cov_.copies;
+        if (d.copy->dst == d.copy->src) return "append_batch: CopyOp onto its own source";
+        arena_.copy(*d.copy);
+      }
+      if (std::string e = write_new_tokens(d.id, d.first, d.n, false); !e.empty()) return e;
+    }
+    return {};
+  }
+
+  std::string step_fork(const Op& op) {
+    Result<void> r = cache_->fork(SeqId{op.seq}, SeqId{op.seq2});
+    Result<void> m = model_.fork(SeqId{op.seq}, SeqId{op.seq2});
+    if (std::string e = compare_void(r, m); !e.empty()) return e;
+    if (r) {
+      ++cov_.forks;
+      expected_[op.seq2] = expected_[op.seq];
+    }
+    return {};
+  }
+
+  std::string step_free(const Op& op) {
+    Result<void> r = cache_->free(SeqId{op.seq});
+    Result<void> m = model_.free(SeqId{op.seq});
+    if (std::string e = compare_void(r, m); !e.empty()) return e;
+    if (r) expected_.erase(op.seq);
+    return {};
+  }
+
+  std::string step_get_sequence(const Op& op) {
+    const bool real = cache_->get_sequence(SeqId{op.seq}).has_value();
+    const bool mod = model_.find(SeqId{op.seq}) != nullptr;
+    if (real != mod) return std::string("get_sequence presence: real ") + yn(real);
+    return {};  // contents are compared by check()
+  }
+
+  std::string step_sequence_ids() {
+    std::vector<SeqId> ids = cache_->sequence_ids();
+    std::sort(ids.begin(), ids.end());
+    if (ids != model_.sequence_ids()) return "sequence_ids differ";
+    return {};
+  }
+
+  std::string step_select_target() {
+    std::optional<SeqId> r = cache_->select_eviction_target();
+    std::optional<SeqId> m = model_.select_eviction_target();
+    if (r != m) return "select_eviction_target: real " + opt_seq(r) + ", model " + opt_seq(m);
+    return {};
+  }
+
+  std::string step_evict() {
+    Result<SeqId> r = cache_->evict();
+    Result<SeqId> m = model_.evict();
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    ++cov_.evicted;
+    if (r.value() != m.value())
+      return "evict victim: real " + pkv::to_string(r.value()) + ", model " +
+             pkv::to_string(m.value());
+    expected_.erase(r.value().value);
+    return {};
+  }
+
+  std::string step_evict_to_threshold(const Op& op) {
+    Result<std::vector<SeqId>> r = cache_->evict_to_threshold(op.x);
+    Result<std::vector<SeqId>> m = model_.evict_to_threshold(op.x);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value()) return "evict_to_threshold victims differ";
+    for (SeqId v : r.value()) {
+      ++cov_.evicted;
+      expected_.erase(v.value);
+    }
+    return {};
+  }
+
+  std::string step_streaming(const Op& op) {
+    const SeqId s{op.seq};
+    Result<std::size_t> r = cache_->apply_streaming_llm(s, op.n, op.m);
+    Result<std::size_t> m = model_.apply_streaming_llm(s, op.n, op.m);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value())
+      return "apply_streaming_llm dropped " + std::to_string(r.value()) + ", model " +
+             std::to_string(m.value());
+    if (r.value() > 0) {
+      ++cov_.streamed;
+      std::vector<std::uint64_t>& e = expected_[op.seq];
+      std::vector<std::uint64_t> kept(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(op.n));
+      kept.insert(kept.end(), e.end() - static_cast<std::ptrdiff_t>(op.m), e.end());
+      e = std::move(kept);
+    }
+    return {};
+  }
+
+  std::string step_set_strategy(const Op& op) {
+    const EvictionStrategy st = make_strategy(op.strategy, op.n, op.m);
+    if (std::string e =
+            compare_void(cache_->set_eviction_strategy(st), model_.set_eviction_strategy(st));
+        !e.empty())
+      return e;
+    if (!(cache_->eviction_strategy() == model_.eviction_strategy()))
+      return "eviction_strategy() differs";
+    return {};
+  }
+
+  std::string step_display() {
+    std::ostringstream os;
+    os << *cache_;
+    if (os.str() != model_.display())
+      return "operator<< prints\n" + os.str() + "model prints\n" + model_.display();
+    return {};
+  }
+
+  std::string step_copy_done(const Op& op) {
+    Result<std::size_t> r = cache_->copy_done(SeqId{op.seq});
+    Result<std::size_t> m = model_.copy_done(SeqId{op.seq});
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value())
+      return "copy_done released " + std::to_string(r.value()) + ", model " +
+             std::to_string(m.value());
+    cov_.copies_done += r.value();
+    return {};
+  }
+
+  // ---- comparison helpers ----
+
   static const char* yn(bool b) { return b ? "yes" : "no"; }
   static std::string opt_seq(std::optional<SeqId> s) { return s ? pkv::to_string(*s) : "none"; }
 
@@ -609,12 +502,11 @@ class Harness {
     if (info->num_tokens < first + n) return "num_tokens is below old + appended";
     std::vector<std::uint64_t>& e = expected_[s.value];
     if (e.size() != first) return "harness bookkeeping out of step";
-    const std::uint64_t bs = cfg_.block_size;
     for (std::uint64_t i = first; i < first + n; ++i) {
-      const std::uint64_t slot = info->slot_of(i);
-      if (slot / bs >= info->block_ids.size()) return "slot_of points past the block table";
+      std::uint64_t* cell = arena_.token(*info, i);
+      if (cell == nullptr) return "slot_of points past the block table";
       const std::uint64_t cookie = ++next_cookie_;
-      arena_[info->block_ids[slot / bs].value * bs + slot % bs] = cookie;
+      *cell = cookie;
       e.push_back(cookie);
     }
     return {};
@@ -624,7 +516,7 @@ class Harness {
   std::string init_error_;
   std::unique_ptr<PagedKvCache> cache_;
   ReferenceModel model_;
-  std::vector<std::uint64_t> arena_;                              // cookie per real slot
+  test_support::KvArena<std::uint64_t> arena_;                    // cookie per real slot
   std::map<std::uint64_t, std::vector<std::uint64_t>> expected_;  // cookies of kept tokens
   std::uint64_t next_cookie_ = 0;
   Coverage cov_;

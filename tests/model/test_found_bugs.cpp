@@ -17,6 +17,7 @@
 
 #include "harness.hpp"  // test_ids()
 #include "pkv/paged_kv_cache.hpp"
+#include "support/kv_arena.hpp"
 
 namespace {
 
@@ -26,12 +27,7 @@ using pkv::PagedKvCache;
 using pkv::SeqId;
 
 // A host KV arena: one 64-bit cookie per token slot of every block.
-struct Arena {
-  std::size_t block_size;
-  std::vector<std::uint64_t> slots;
-  Arena(std::size_t blocks, std::size_t bs) : block_size(bs), slots(blocks * bs, 0) {}
-  std::uint64_t* block(BlockId b) { return &slots[b.value * block_size]; }
-};
+using Arena = pkv::test_support::KvArena<std::uint64_t>;
 
 }  // namespace
 
@@ -46,7 +42,7 @@ TEST(FoundBugs, mt_copy_source_survives_until_copy_done) {
   Arena arena(4, 4);
   ASSERT_TRUE(cache.allocate(SeqId{1}, 1));
   const BlockId x = cache.get_sequence(SeqId{1})->block_ids[0];
-  arena.block(x)[0] = 0x5101;  // S1's token 0
+  arena.cell(x, 0) = 0x5101;  // S1's token 0
   ASSERT_TRUE(cache.fork(SeqId{1}, SeqId{2}));
 
   std::latch appended(1), reused(1);
@@ -57,7 +53,7 @@ TEST(FoundBugs, mt_copy_source_survives_until_copy_done) {
     op = r.value();
     appended.count_down();
     reused.wait();  // ... the copy kernel is queued behind other work
-    std::copy_n(arena.block(op->src), 4, arena.block(op->dst));
+    arena.copy(*op);
     auto done = cache.copy_done(SeqId{1});
     ASSERT_TRUE(done);
     EXPECT_EQ(done.value(), 1u);
@@ -68,14 +64,14 @@ TEST(FoundBugs, mt_copy_source_survives_until_copy_done) {
     ASSERT_TRUE(cache.allocate(SeqId{3}, 1));
     const BlockId got = cache.get_sequence(SeqId{3})->block_ids[0];
     EXPECT_NE(got, x);
-    arena.block(got)[0] = 0x5301;  // S3's token 0
+    arena.cell(got, 0) = 0x5301;  // S3's token 0
     reused.count_down();
   });
   a.join();
   b.join();
   ASSERT_TRUE(op.has_value());
   const BlockId y = cache.get_sequence(SeqId{1})->block_ids[0];
-  EXPECT_EQ(arena.block(y)[0], 0x5101u) << "S1's token 0 was replaced by another sequence's data";
+  EXPECT_EQ(arena.cell(y, 0), 0x5101u) << "S1's token 0 was replaced by another sequence's data";
   EXPECT_EQ(cache.validate_unsafe(), "");
 }
 
@@ -88,11 +84,11 @@ TEST(FoundBugs, mt_in_place_append_is_ordered_after_the_last_sharers_reads) {
   Arena arena(4, 4);
   ASSERT_TRUE(cache.allocate(SeqId{1}, 1));
   const BlockId x = cache.get_sequence(SeqId{1})->block_ids[0];
-  arena.block(x)[0] = 0x5101;
+  arena.cell(x, 0) = 0x5101;
   ASSERT_TRUE(cache.fork(SeqId{1}, SeqId{2}));
   std::uint64_t seen = 0;
   std::thread reader([&] {  // S1's thread reads the whole block (as a copy would), then frees S1
-    for (std::size_t i = 0; i < 4; ++i) seen += arena.block(x)[i];
+    for (std::size_t i = 0; i < 4; ++i) seen += arena.cell(x, i);
     ASSERT_TRUE(cache.free(SeqId{1}));
   });
   std::thread writer([&] {  // S2's thread appends once S2 is the only holder
@@ -100,7 +96,7 @@ TEST(FoundBugs, mt_in_place_append_is_ordered_after_the_last_sharers_reads) {
     auto r = cache.append(SeqId{2}, 1);
     ASSERT_TRUE(r);
     EXPECT_FALSE(r.value().has_value());  // not shared any more: written in place
-    arena.block(x)[1] = 0x5202;
+    arena.cell(x, 1) = 0x5202;
   });
   reader.join();
   writer.join();

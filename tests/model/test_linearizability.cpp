@@ -38,17 +38,7 @@
 #include "harness.hpp"
 #include "pkv/paged_kv_cache.hpp"
 #include "reference_model.hpp"
-
-#if defined(__SANITIZE_THREAD__)
-#define PKV_LIN_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PKV_LIN_TSAN 1
-#endif
-#endif
-#ifndef PKV_LIN_TSAN
-#define PKV_LIN_TSAN 0
-#endif
+#include "support/sanitizers.hpp"
 
 namespace {
 
@@ -653,12 +643,12 @@ std::string check_histories(int strategy, bool tolerant, std::uint64_t first_see
 
 std::uint64_t histories_wanted() {
   if (const char* e = std::getenv("PKV_LIN_HISTORIES")) return std::strtoull(e, nullptr, 10);
-  return PKV_LIN_TSAN ? 1000 : 3000;
+  return pkv::test_support::kUnderTsan ? 1000 : 3000;
 }
 
 double seconds_allowed() {
   if (const char* e = std::getenv("PKV_LIN_SECONDS")) return std::strtod(e, nullptr);
-  return PKV_LIN_TSAN ? 6.0 : 3.0;
+  return pkv::test_support::kUnderTsan ? 6.0 : 3.0;
 }
 
 void run_and_report(const char* name, int strategy, std::uint64_t seed, bool tolerant = true) {

@@ -1,0 +1,318 @@
+// stress/ops_sequences.cpp — the owner's calls on its own sequences: allocate, append (with the
+// KV data written and every CopyOp performed), blind appends and append_batch, fork (local and
+// cross-thread), free, StreamingLLM. Each checks what the calling thread can know.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+
+#include "stress.hpp"
+
+namespace pkv::stress {
+
+bool Stress::blind_appended(Worker& w, Tracked& tr, std::uint64_t n,
+                            const pkv::Result<std::optional<CopyOp>>& r, const char* what) {
+  if (!r) {
+    if (r.error().code() == Errc::sequence_not_found) {
+      expect_not_found(r.error(), tr.id, what);
+      return false;
+    }
+    if (r.error().code() != Errc::out_of_memory)
+      violation(std::string(what) + ": unexpected \"" + r.error().message() + "\"");
+    ++w.stats.oom;
+    w.pressure = true;
+    return true;
+  }
+  ++w.stats.blind;
+  if (r.value()) ++w.stats.copies;
+  if (hold_ && r.value()) {
+    ++tr.pending;
+    if (w.rng() % 2 == 0) {  // or leave them to a later copy_done, free or evict
+      auto d = cache_->copy_done(SeqId{tr.id});
+      if (d && d.value() != tr.pending) violation("copy_done released a wrong count");
+      tr.pending = 0;
+    }
+  }
+  tr.tokens += n;
+  tr.tainted = true;
+  tr.keys.clear();
+  return true;
+}
+
+void Stress::op_allocate(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.size() >= opt_.live) return;
+  ++w.stats.ops;
+  const std::uint64_t n = std::uniform_int_distribution<std::uint64_t>(0, 4 * bs())(w.rng);
+  const std::uint64_t id = w.next_id++;
+  const auto g = test_support::share_if(gate_, !hold_);
+  auto r = cache_->allocate(SeqId{id}, n);
+  if (!r) {
+    ++w.stats.oom;
+    w.pressure = true;
+    expect_oom(r.error(), blocks_for(n), "allocate");
+    return;
+  }
+  ++w.stats.allocs;
+  w.ledger.created.push_back(id);
+  // Pin mode: keep it from being evicted while its KV data is written.
+  if (hold_ && !pin(w, id)) return;  // evicted at once
+  Pinned pinned(*this, hold_ ? id : 0);
+  auto info = cache_->get_sequence(SeqId{id});
+  if (!info) return violation("allocate(" + s(id) + ") succeeded but get_sequence finds nothing");
+  if (info->num_tokens != n || info->block_ids.size() != blocks_for(n) || info->access_count != 1 ||
+      !runs_ok(*info) || (n > 0 && (info->token_runs.size() != 1 || info->token_runs[0].slot != 0)))
+    return violation("allocate(" + s(id) + ", " + std::to_string(n) + "): wrong SequenceInfo");
+  Tracked tr;
+  tr.id = id;
+  tr.lineage = id;
+  tr.tokens = n;
+  write_tokens(*info, tr, 0, n);
+  w.live.push_back(std::move(tr));
+}
+
+// A decode step over some of this worker's sequences (a duplicate now and then) through
+// append_batch, blind like a blind append (no data written, eviction may race with it): every
+// item must be what append() would have returned at its turn, and a sequence reported missing by
+// one item must stay missing for the later items of the same batch.
+void Stress::op_append_batch(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  std::vector<std::size_t> idx;
+  std::vector<SeqId> ids;
+  for (std::size_t k = 1 + w.rng() % 4; k > 0; --k) {
+    idx.push_back(w.rng() % w.live.size());
+    ids.push_back(SeqId{w.live[idx.back()].id});
+  }
+  const std::uint64_t n = w.rng() % 3;
+  pkv::AppendBatchOutcome outcome;
+  cache_->append_batch(ids, n, outcome);
+  if (outcome.items != ids.size()) return violation("append_batch: items is not seqs.size()");
+  const std::vector<pkv::Result<std::optional<CopyOp>>> out = outcome.per_item();
+  std::vector<bool> gone(w.live.size(), false);
+  for (std::size_t j = 0; j < ids.size(); ++j) {
+    Tracked& tr = w.live[idx[j]];
+    if (gone[idx[j]] && out[j])
+      violation("append_batch: " + s(tr.id) + " reported missing, then appended to");
+    if (!blind_appended(w, tr, n, out[j], "append_batch item")) gone[idx[j]] = true;
+  }
+  for (std::size_t i = gone.size(); i-- > 0;)  // from the back: forget() moves the last entry
+    if (gone[i]) forget(w, i, true);
+}
+
+void Stress::op_append(unsigned t, bool blind) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  const std::size_t idx = w.rng() % w.live.size();
+  Tracked& tr = w.live[idx];
+  const std::uint64_t n =
+      w.rng() % 4 == 0 ? std::uniform_int_distribution<std::uint64_t>(0, 3 * bs())(w.rng) : 1;
+  if (blind) {
+    if (!blind_appended(w, tr, n, cache_->append(SeqId{tr.id}, n), "blind append"))
+      forget(w, idx, true);
+    return;
+  }
+
+  const SeqId seq{tr.id};
+  // No eviction of this sequence from here on: the gate (exclusive for evictors) or a pin.
+  const auto g = test_support::share_if(gate_, !hold_);
+  if (hold_ && !pin(w, tr.id)) return forget(w, idx, false);
+  Pinned pinned(*this, hold_ ? tr.id : 0);
+  if (hold_ && w.rng() % 8 == 0) {  // pins nest
+    if (!cache_->pin(seq) || !cache_->unpin(seq)) violation("nested pin of " + s(tr.id));
+  }
+  std::optional<SequenceInfo> pre = cache_->get_sequence(seq);
+  if (!pre) {
+    if (hold_) return violation("pinned " + s(tr.id) + " vanished");
+    return forget(w, idx, true);  // evicted before we took the gate
+  }
+  if (pre->num_tokens != tr.tokens)
+    return violation(s(tr.id) + ": num_tokens " + std::to_string(pre->num_tokens) +
+                     ", its owner expects " + std::to_string(tr.tokens));
+  const std::uint64_t old_nb = pre->block_ids.size();
+  const std::uint64_t next =
+      pre->token_runs.empty() ? 0 : pre->token_runs.back().slot + pre->token_runs.back().length;
+  const std::uint64_t room = old_nb * bs() - next;
+  // Only forks add references, and forks of this sequence need our mutex: if the last block has
+  // one holder now, it keeps one. Gate mode: if it has several and all are ours (the lineage was
+  // never exported), none can go away either (we hold our mutex, eviction is shut out): the count
+  // is exact and the copy source stays alive. If another thread holds a member of the lineage, it
+  // may free it at any time: pin the block with a private fork so the copy source stays alive.
+  // Pin mode: the other holders may be evicted meanwhile, so a shared block may or may not be
+  // copied; the sequence itself holds the copy source until copy_done.
+  const bool shared = room > 0 && n > 0 && cache_->pool().ref_count(pre->block_ids.back()) > 1;
+  std::uint64_t pin_fork = 0;
+  if (!hold_ && shared && tr.exported) {
+    pin_fork = w.next_id++;
+    if (auto f = cache_->fork(seq, SeqId{pin_fork}); !f)
+      return violation("pin fork(" + s(tr.id) + ", " + s(pin_fork) +
+                       ") failed: " + f.error().message());
+    w.ledger.created.push_back(pin_fork);
+    ++w.ledger.forks;
+    ++w.stats.pin_forks;
+  }
+  auto free_pin_fork = [&] {
+    if (pin_fork == 0) return;
+    if (auto f = cache_->free(SeqId{pin_fork}); !f)
+      violation("freeing pin " + s(pin_fork) + " failed: " + f.error().message());
+    w.ledger.freed.push_back(pin_fork);
+  };
+  const std::uint64_t beyond = n > room ? n - room : 0;
+  const std::uint64_t need = blocks_for(beyond) + (shared ? 1 : 0);
+  auto r = cache_->append(seq, n);
+  if (!r) {
+    ++w.stats.oom;
+    w.pressure = true;
+    // Pin mode: the block may have stopped being shared, then one block fewer was asked for.
+    if (!(hold_ && shared && r.error().code() == Errc::out_of_memory &&
+          r.error().message().rfind("Out of memory: requested " + std::to_string(need - 1) + " ",
+                                    0) == 0))
+      expect_oom(r.error(), need, "append");
+    free_pin_fork();
+    return;
+  }
+  ++w.stats.appends;
+  const std::uint64_t old_tokens = tr.tokens;
+  tr.tokens += n;
+  // After a violation the sequence's data is no longer tracked (one report, not a cascade).
+  auto fail = [&](const std::string& what) {
+    free_pin_fork();
+    tr.tainted = true;
+    tr.keys.clear();
+    violation("append(" + s(tr.id) + ", " + std::to_string(n) + "): " + what);
+  };
+  const std::optional<CopyOp>& copy = r.value();
+  std::optional<SequenceInfo> post = cache_->get_sequence(seq);
+  if (!post) return fail("succeeded but the sequence is gone");
+  if (copy.has_value() != shared && !(hold_ && shared))
+    return fail(std::string("CopyOp ") + (copy ? "returned" : "missing") + " (room " +
+                std::to_string(room) + ", last block " + (shared ? "shared" : "private") + ")");
+  if (post->num_tokens != tr.tokens || post->block_ids.size() != old_nb + blocks_for(beyond) ||
+      !runs_ok(*post))
+    return fail("wrong SequenceInfo afterwards");
+  for (std::uint64_t b = 0; b + 1 < old_nb; ++b)
+    if (post->block_ids[b] != pre->block_ids[b]) return fail("changed a full block");
+  if (copy) {
+    ++w.stats.copies;
+    if (copy->src != pre->block_ids.back() || copy->dst != post->block_ids[old_nb - 1] ||
+        copy->dst == copy->src)
+      return fail("CopyOp does not name the old and the new last block");
+    // Copy the slots this sequence had filled (its tokens), not the whole block: once this
+    // sequence let go of the source, another holder left alone with it may append into its free
+    // slots (append's contract), and those are not ours to read.
+    const std::uint64_t fill = next - (old_nb - 1) * bs();
+    arena_.copy(*copy, fill);
+    if (hold_) {
+      auto d = cache_->copy_done(seq);
+      if (!d || d.value() != tr.pending + 1)
+        return fail("copy_done did not release exactly the pending copy sources");
+      tr.pending = 0;
+    }
+  } else if (old_nb > 0 && post->block_ids[old_nb - 1] != pre->block_ids.back()) {
+    return fail("moved its last block without a CopyOp");
+  }
+  free_pin_fork();
+  if (!tr.tainted) write_tokens(*post, tr, old_tokens, n);
+}
+
+void Stress::op_fork(unsigned t, bool cross) {
+  Worker& w = workers_[t];
+  Tracked copy;
+  const std::uint64_t dst = [&] {
+    std::lock_guard<std::mutex> own(w.mu);
+    return w.live.size() >= opt_.live ? 0 : w.next_id++;
+  }();
+  if (dst == 0) return;
+  unsigned owner = t;
+  if (cross && opt_.threads > 1) owner = (t + 1 + w.rng() % (opt_.threads - 1)) % opt_.threads;
+  {
+    Worker& o = workers_[owner];
+    std::lock_guard<std::mutex> lk(o.mu);  // the source's owner cannot change it meanwhile
+    if (o.live.empty()) return;
+    ++w.stats.ops;
+    const std::size_t idx = w.rng() % o.live.size();
+    Tracked& src = o.live[idx];
+    auto r = cache_->fork(SeqId{src.id}, SeqId{dst});
+    if (!r) {
+      expect_not_found(r.error(), src.id, "fork");
+      if (owner == t) forget(o, idx, true);
+      return;
+    }
+    w.ledger.created.push_back(dst);
+    ++w.ledger.forks;
+    ++w.stats.forks;
+    if (owner != t) ++w.stats.cross_forks;
+    if (owner != t) {
+      // Blocks of this lineage are now held by two threads.
+      for (Tracked& m : o.live)
+        if (m.lineage == src.lineage) m.exported = true;
+    }
+    copy = src;
+    copy.id = dst;
+    copy.pending = 0;
+    if (owner == t) {
+      // A local fork joins the live list before the mutex is released: otherwise another
+      // thread's cross fork of the lineage could mark the members exported in between and miss
+      // this one (it would then append without the pin fork that keeps its copy source intact).
+      w.live.push_back(std::move(copy));
+      return;
+    }
+  }
+  std::lock_guard<std::mutex> own(w.mu);
+  w.live.push_back(std::move(copy));
+}
+
+void Stress::op_free(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  const std::size_t idx = w.rng() % w.live.size();
+  const std::uint64_t id = w.live[idx].id;
+  auto r = cache_->free(SeqId{id});
+  if (!r) {
+    expect_not_found(r.error(), id, "free");
+    return forget(w, idx, true);
+  }
+  ++w.stats.frees;
+  w.ledger.freed.push_back(id);
+  if (cache_->get_sequence(SeqId{id})) violation("free(" + s(id) + ") left the sequence visible");
+  forget(w, idx, false);
+}
+
+void Stress::op_streaming(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  const std::size_t idx = w.rng() % w.live.size();
+  Tracked& tr = w.live[idx];
+  const std::uint64_t sink = w.rng() % (bs() + 2);
+  const std::uint64_t window = w.rng() % (2 * bs() + 1) + (sink == 0 ? 1 : 0);
+  auto r = cache_->apply_streaming_llm(SeqId{tr.id}, sink, window);
+  if (!r) {
+    expect_not_found(r.error(), tr.id, "apply_streaming_llm");
+    return forget(w, idx, true);
+  }
+  const std::uint64_t keep = sink + window;
+  const std::uint64_t want = tr.tokens > keep ? tr.tokens - keep : 0;
+  if (r.value() != want)
+    return violation("apply_streaming_llm(" + s(tr.id) + ") dropped " + std::to_string(r.value()) +
+                     ", expected " + std::to_string(want));
+  if (want == 0) return;
+  ++w.stats.streamed;
+  if (!tr.tainted) {
+    std::vector<std::uint64_t> kept(tr.keys.begin(),
+                                    tr.keys.begin() + static_cast<std::ptrdiff_t>(sink));
+    kept.insert(kept.end(), tr.keys.end() - static_cast<std::ptrdiff_t>(window), tr.keys.end());
+    tr.keys = std::move(kept);
+  }
+  tr.tokens = keep;
+}
+
+}  // namespace pkv::stress
