@@ -1,11 +1,15 @@
 // src/cache/cache_impl.hpp — PagedKvCache's state (PagedKvCache::Impl) and the helpers its calls
 // share; the calls themselves are in the .cpp files next to it, one concern each:
 //   cache.cpp          construction, configuration, pin / copy_done, figures and stats, printing
-//   sequences.cpp      allocate, free, fork, get_sequence, sequence_ids
+//   sequences.cpp      allocate, free, free_many, get_sequence, sequence_ids
+//   fork.cpp           fork and fork_many
 //   append.cpp         append and append_batch
+//   truncate.cpp       truncate (its block release in one helper, truncate_blocks_locked)
 //   eviction.cpp       select_eviction_target, evict, evict_to_threshold
 //   streaming_llm.cpp  apply_streaming_llm over the pure compaction of streaming_llm.hpp
 //   validate.cpp       validate_unsafe and the per-shard validator
+// and the helpers of the multi-shard calls: shard_set.hpp (several shard locks in address order),
+// refcounts.hpp (count changes of n per block: retain_n / release_n, and the fold).
 // The cache's accounting (exact whenever no call is in flight):
 //   pool.free_count() + sum over blocks b of [ref_count(b) > 0] == num_blocks
 //   ref_count(b) == #{ entries holding b in blocks } + #{ entries holding b in pending }
@@ -107,6 +111,9 @@ struct PagedKvCache::Impl {
   std::string validate_shard(const detail::Shard& sh) const {
     return sh.validate_locked(index_of(sh), placement, block_size, pool);
   }
+
+  // truncate.cpp
+  std::size_t truncate_blocks_locked(detail::Entry& e, std::size_t keep);
 
   // append.cpp
   detail::AppendStep append_locked(detail::Shard& sh, detail::Entry& e, std::size_t num_tokens,

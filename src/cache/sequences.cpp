@@ -1,8 +1,13 @@
-// src/cache/sequences.cpp — a sequence's life outside append: allocate, free, fork, and the
-// snapshots get_sequence and sequence_ids. Each call locks its sequence's shard (fork: two).
+// src/cache/sequences.cpp — a sequence's life outside append and fork: allocate, free and
+// free_many, and the snapshots get_sequence and sequence_ids. Each call locks its sequence's
+// shard (free_many: the shards of a chunk of ids at once).
+#include <algorithm>
+#include <array>
 #include <mutex>
 
 #include "cache/cache_impl.hpp"
+#include "cache/refcounts.hpp"
+#include "cache/shard_set.hpp"
 
 namespace pkv {
 
@@ -48,44 +53,56 @@ Result<void> PagedKvCache::free(SeqId seq) {
   return {};
 }
 
-Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
-  if (src == dst)
-    return Error::invalid_operation("Cannot fork sequence " + to_string(src) + " onto itself");
+void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) {
   Impl& m = *impl_;
-  Shard& a = m.shard_of(src);
-  Shard& b = m.shard_of(dst);
-  // Two shard locks in address order (one if both ids share a shard): no deadlock with another
-  // fork locking the same pair the other way round.
-  std::unique_lock<ShardLock> l1, l2;
-  if (&a == &b) {
-    l1 = std::unique_lock<ShardLock>(a.mu);
-  } else {
-    Shard* first = &a < &b ? &a : &b;
-    Shard* second = &a < &b ? &b : &a;
-    l1 = std::unique_lock<ShardLock>(first->mu);
-    l2 = std::unique_lock<ShardLock>(second->mu);
+  out.clear();
+  out.errors.reserve(seqs.size());  // room for every item's error before anything changes
+  out.items = seqs.size();
+  std::vector<BlockId> taken;           // the chunk's references, dropped before its unlock
+  std::vector<detail::BlockRefs> refs;  // the same, one entry per distinct block
+  for (std::size_t c0 = 0; c0 < seqs.size(); c0 += kFreeManyChunk) {
+    const std::span<const SeqId> chunk =
+        seqs.subspan(c0, std::min(kFreeManyChunk, seqs.size() - c0));
+    std::array<std::uint32_t, kFreeManyChunk> missing;  // items not found (errors built unlocked)
+    std::size_t n_missing = 0;
+    {
+      detail::ShardSetLock locks;
+      for (SeqId id : chunk) locks.add(m.shard_of(id));
+      locks.lock_all();
+      // Room for every reference the chunk may drop (an id named twice counts twice), so that
+      // nothing below allocates once the first sequence is gone.
+      std::size_t room = 0;
+      for (SeqId id : chunk) {
+        if (const Entry* e = m.shard_of(id).map.find_entry(id))
+          room += e->blocks.size() + e->pending.size();
+      }
+      taken.clear();
+      taken.reserve(room);
+      refs.clear();
+      refs.reserve(room);
+      std::size_t freed = 0;
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        Shard& sh = m.shard_of(chunk[i]);
+        auto it = sh.map.find(chunk[i]);
+        if (it == sh.map.end()) {  // unknown, or freed by an earlier item
+          missing[n_missing++] = static_cast<std::uint32_t>(i);
+          continue;
+        }
+        sh.take_blocks_locked(it, taken);
+        ++freed;
+      }
+      // One count update per distinct block; one table's blocks are distinct already.
+      if (freed == 1) {
+        (void)m.pool.release(std::span<const BlockId>(taken));
+      } else if (freed > 1) {
+        detail::fold_refs(taken, refs);
+        (void)detail::release_n(m.pool, refs);
+      }
+      for ([[maybe_unused]] Shard* sh : locks.shards()) PKV_ASSERT_EXPENSIVE(m.validate_shard(*sh));
+    }
+    for (std::size_t j = 0; j < n_missing; ++j)
+      out.errors.push_back({c0 + missing[j], Error::sequence_not_found(chunk[missing[j]])});
   }
-  if (b.map.contains(dst))
-    return Error::invalid_operation("Destination sequence " + to_string(dst) + " already exists");
-  auto it = a.map.find(src);
-  if (it == a.map.end()) return Error::sequence_not_found(src);
-  Entry& s = it->second;
-  if (Result<void> r = m.pool.retain(std::span<const BlockId>(s.blocks)); !r) return r.error();
-  Entry d(dst);
-  d.blocks = s.blocks;
-  d.runs = s.runs;
-  d.end_slot = s.end_slot;
-  d.num_tokens = s.num_tokens;
-  d.priority = s.priority;  // a beam or sample inherits its request's priority
-  d.streamed = s.streamed;
-  d.maybe_shared = s.maybe_shared = true;  // both now hold the same last block
-  d.last_access = m.tick();
-  d.access_count = 1;
-  b.insert_locked(dst, std::move(d));
-  PKV_ASSERT_EXPENSIVE(m.validate_shard(a));
-  PKV_ASSERT_EXPENSIVE(m.validate_shard(b));
-  m.my_stripe().forks.fetch_add(1, std::memory_order_relaxed);  // striped statistic
-  return {};
 }
 
 std::optional<SequenceInfo> PagedKvCache::get_sequence(SeqId seq) const {

@@ -95,13 +95,27 @@ struct alignas(kCacheLine) Shard {
   /// out_of_memory. Returns the released ids (the caller drops the vector after unlocking).
   std::vector<BlockId> take_locked(Map::iterator it, BlockPool& pool) {
     Entry& e = it->second;
-    index_erase(e);
     std::vector<BlockId> blocks = std::move(e.blocks);
     blocks.insert(blocks.end(), e.pending.begin(), e.pending.end());
-    map.erase(it);
-    size.store(map.size(), std::memory_order_relaxed);  // relaxed: a figure (num_sequences)
+    e.pending.clear();
+    detach_locked(it);
     (void)pool.release(std::span<const BlockId>(blocks));
     return blocks;
+  }
+  /// take_locked without the release (free_many folds the releases of several sequences): appends
+  /// the sequence's blocks and held copy sources to `into` (which has the room: no allocation),
+  /// removes it from index and map. The caller releases them before it unlocks.
+  void take_blocks_locked(Map::iterator it, std::vector<BlockId>& into) {
+    Entry& e = it->second;
+    into.insert(into.end(), e.blocks.begin(), e.blocks.end());
+    into.insert(into.end(), e.pending.begin(), e.pending.end());
+    detach_locked(it);
+  }
+  /// Removes the sequence at `it` from index and map (its references must be moved out first).
+  void detach_locked(Map::iterator it) {
+    index_erase(it->second);
+    map.erase(it);
+    size.store(map.size(), std::memory_order_relaxed);  // relaxed: a figure (num_sequences)
   }
   /// Switches the index to strategy `k` (set_eviction_strategy).
   void rebuild(VictimIndex::Kind k) {
