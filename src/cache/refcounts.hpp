@@ -13,6 +13,8 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -40,31 +42,91 @@ inline Result<void> retain_n(BlockPool& pool, std::span<const BlockId> ids, std:
 }
 
 /// Drops `r.n` references from each block `r.id` of `refs` (the caller owns them); blocks whose
-/// count reaches 0 go back to the free list. Returns how many went back. TODO(counted form): one
-/// fetch_sub of n per block and one put_free for the freed ones; for now one
-/// BlockPool::release(id) per reference.
-inline std::size_t release_n(BlockPool& pool, std::span<const BlockRefs> refs) {
-  std::size_t freed = 0;
-  for (const BlockRefs& r : refs) {
-    for (std::uint32_t i = 0; i < r.n; ++i) {
-      const Result<bool> f = pool.release(r.id);
-      freed += f.has_value() && f.value() ? 1 : 0;  // owned references: never an error
-    }
-  }
-  return freed;
+/// count reaches 0 go back to the free list. TODO(counted form): one fetch_sub of n per block and
+/// one put_free for the freed ones; for now each reference is dropped by BlockPool::release(span)
+/// (a block listed n times, in one call, so the freed blocks go to the free list under one slot
+/// lock).
+inline void release_n(BlockPool& pool, std::span<const BlockRefs> refs) {
+  thread_local std::vector<BlockId> scratch;  // capacity kept across calls
+  std::vector<BlockId>& each = scratch;       // one TLS lookup per call
+  std::size_t total = 0;
+  for (const BlockRefs& r : refs) total += r.n;
+  each.resize(total);
+  BlockId* out = each.data();
+  for (const BlockRefs& r : refs)
+    for (std::uint32_t i = 0; i < r.n; ++i) *out++ = r.id;
+  (void)pool.release(std::span<const BlockId>(each));  // owned references: never an error
 }
 
-/// The multiset `ids` (the blocks of several tables, sorted in place) as one BlockRefs per
-/// distinct block, appended to `out`: a block held by m of the tables gets n == m. `out` needs
-/// no more room than ids.size() (reserve that before taking anything, so this cannot throw).
-inline void fold_refs(std::vector<BlockId>& ids, std::vector<BlockRefs>& out) {
-  std::sort(ids.begin(), ids.end());
-  for (std::size_t i = 0; i < ids.size();) {
-    std::size_t j = i + 1;
-    while (j < ids.size() && ids[j] == ids[i]) ++j;
-    out.push_back(BlockRefs{ids[i], static_cast<std::uint32_t>(j - i)});
-    i = j;
+/// Folds the multiset `ids` (the blocks of several tables) into one BlockRefs per distinct block,
+/// appended to `out` in order of first appearance: a block held by m of the tables gets n == m.
+/// O(ids) with an open-addressing table in `table` (slot = id << 32 | index into out). Reserve
+/// out to ids.size() and table to fold_table_size(ids.size()) before taking anything: then this
+/// does not allocate (cannot throw).
+inline std::size_t fold_table_size(std::size_t n) noexcept {
+  return std::bit_ceil(2 * n + 1);
+}
+inline void fold_refs(std::span<const BlockId> ids, std::vector<BlockRefs>& out,
+                      std::vector<std::uint64_t>& table) {
+  constexpr std::uint64_t kEmpty = ~std::uint64_t{0};  // id 0xFFFFFFFF is never a block
+  const std::size_t cap = fold_table_size(ids.size());
+  const std::size_t mask = cap - 1;
+  table.assign(cap, kEmpty);
+  const std::size_t base = out.size();
+  for (BlockId id : ids) {
+    // Fibonacci hashing of the id; linear probing (the table is at most half full).
+    std::size_t h = static_cast<std::size_t>((id.value * 0x9E3779B97F4A7C15ull) >> 32) & mask;
+    for (;; h = (h + 1) & mask) {
+      const std::uint64_t slot = table[h];
+      if (slot == kEmpty) {
+        table[h] = (std::uint64_t{id.value} << 32) | (out.size() - base);
+        out.push_back(BlockRefs{id, 1});
+        break;
+      }
+      if ((slot >> 32) == id.value) {
+        ++out[base + (slot & 0xFFFFFFFFu)].n;
+        break;
+      }
+    }
   }
+}
+
+/// The blocks of several tables (`lists`: each a table or a held-copy-source list, each without
+/// repeats) as one BlockRefs per distinct block, appended to `out`. With `aligned`, lists are
+/// the block tables of sequences that never had StreamingLLM applied: such tables hold every
+/// block they share at the same index (fork copies a table; append adds at the end or puts a
+/// fresh block in the last place; truncate cuts the end), so block j of any list is either block
+/// j of lists[0] or no block of lists[0] at all. Then each list is compared with lists[0] index by
+/// index (one compare per block, the common case of beams and samples of one request), and only
+/// the blocks that differ go through fold_refs. Without `aligned`, everything does. `rest` and
+/// `table` are scratch; reserve out and rest to the total length and table to
+/// fold_table_size(total) first, and this does not allocate.
+inline void fold_tables(std::span<const std::span<const BlockId>> lists, bool aligned,
+                        std::vector<BlockRefs>& out, std::vector<BlockId>& rest,
+                        std::vector<std::uint64_t>& table) {
+  rest.clear();
+  std::size_t first = 0;
+  if (aligned && !lists.empty()) {
+    const std::span<const BlockId> r = lists[0];
+    const std::size_t base = out.size();
+    for (BlockId b : r) out.push_back(BlockRefs{b, 1});
+    for (std::size_t k = 1; k < lists.size(); ++k) {
+      const std::span<const BlockId> t = lists[k];
+      const std::size_t common = std::min(t.size(), r.size());
+      for (std::size_t j = 0; j < common; ++j) {
+        if (t[j] == r[j]) {
+          ++out[base + j].n;
+        } else {
+          rest.push_back(t[j]);
+        }
+      }
+      rest.insert(rest.end(), t.begin() + static_cast<std::ptrdiff_t>(common), t.end());
+    }
+    first = lists.size();
+  }
+  for (std::size_t k = first; k < lists.size(); ++k)
+    rest.insert(rest.end(), lists[k].begin(), lists[k].end());
+  if (!rest.empty()) fold_refs(rest, out, table);
 }
 
 }  // namespace pkv::detail

@@ -58,8 +58,13 @@ void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) 
   out.clear();
   out.errors.reserve(seqs.size());  // room for every item's error before anything changes
   out.items = seqs.size();
-  std::vector<BlockId> taken;           // the chunk's references, dropped before its unlock
-  std::vector<detail::BlockRefs> refs;  // the same, one entry per distinct block
+  // A chunk's tables, moved out of its entries and released before its unlock (their buffers
+  // are freed after it). Lists 0..kFreeManyChunk-1 are block tables, the rest held sources.
+  std::array<std::vector<BlockId>, 2 * kFreeManyChunk> lists;
+  std::array<std::span<const BlockId>, 2 * kFreeManyChunk> spans;
+  std::vector<detail::BlockRefs> refs;  // one entry per distinct block of the chunk
+  std::vector<BlockId> rest;            // fold scratch
+  std::vector<std::uint64_t> fold;      // fold scratch
   for (std::size_t c0 = 0; c0 < seqs.size(); c0 += kFreeManyChunk) {
     const std::span<const SeqId> chunk =
         seqs.subspan(c0, std::min(kFreeManyChunk, seqs.size() - c0));
@@ -76,11 +81,12 @@ void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) 
         if (const Entry* e = m.shard_of(id).map.find_entry(id))
           room += e->blocks.size() + e->pending.size();
       }
-      taken.clear();
-      taken.reserve(room);
       refs.clear();
       refs.reserve(room);
-      std::size_t freed = 0;
+      rest.reserve(room);
+      fold.reserve(detail::fold_table_size(room));
+      std::size_t n_tables = 0, n_held = 0;
+      bool aligned = true;  // every table freed is of a sequence StreamingLLM never touched
       for (std::size_t i = 0; i < chunk.size(); ++i) {
         Shard& sh = m.shard_of(chunk[i]);
         auto it = sh.map.find(chunk[i]);
@@ -88,15 +94,25 @@ void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) 
           missing[n_missing++] = static_cast<std::uint32_t>(i);
           continue;
         }
-        sh.take_blocks_locked(it, taken);
-        ++freed;
+        aligned = aligned && !it->second.streamed;
+        std::vector<BlockId>& held = lists[kFreeManyChunk + n_held];
+        sh.take_tables_locked(it, lists[n_tables], held);
+        spans[n_tables] = lists[n_tables];
+        ++n_tables;
+        if (!held.empty()) spans[kFreeManyChunk + n_held++] = held;
       }
-      // One count update per distinct block; one table's blocks are distinct already.
-      if (freed == 1) {
-        (void)m.pool.release(std::span<const BlockId>(taken));
-      } else if (freed > 1) {
-        detail::fold_refs(taken, refs);
-        (void)detail::release_n(m.pool, refs);
+      if (n_tables == 1 && n_held == 0) {
+        // One table: its blocks are distinct already.
+        (void)m.pool.release(spans[0]);
+      } else if (n_tables > 0) {
+        // One count update per distinct block. Held sources join the tables' lists (after them,
+        // so that the tables stay aligned with each other).
+        std::move(spans.begin() + kFreeManyChunk, spans.begin() + kFreeManyChunk + n_held,
+                  spans.begin() + n_tables);
+        detail::fold_tables(
+            std::span<const std::span<const BlockId>>(spans.data(), n_tables + n_held),
+            aligned && n_held == 0, refs, rest, fold);
+        detail::release_n(m.pool, refs);
       }
       for ([[maybe_unused]] Shard* sh : locks.shards()) PKV_ASSERT_EXPENSIVE(m.validate_shard(*sh));
     }

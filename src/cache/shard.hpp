@@ -102,13 +102,14 @@ struct alignas(kCacheLine) Shard {
     (void)pool.release(std::span<const BlockId>(blocks));
     return blocks;
   }
-  /// take_locked without the release (free_many folds the releases of several sequences): appends
-  /// the sequence's blocks and held copy sources to `into` (which has the room: no allocation),
-  /// removes it from index and map. The caller releases them before it unlocks.
-  void take_blocks_locked(Map::iterator it, std::vector<BlockId>& into) {
+  /// take_locked without the release (free_many folds the releases of several sequences): moves
+  /// the sequence's block table into `blocks` and its held copy sources into `pending` (no
+  /// allocation), removes it from index and map. The caller releases them before it unlocks.
+  void take_tables_locked(Map::iterator it, std::vector<BlockId>& blocks,
+                          std::vector<BlockId>& pending) {
     Entry& e = it->second;
-    into.insert(into.end(), e.blocks.begin(), e.blocks.end());
-    into.insert(into.end(), e.pending.begin(), e.pending.end());
+    blocks = std::move(e.blocks);
+    pending = std::move(e.pending);
     detach_locked(it);
   }
   /// Removes the sequence at `it` from index and map (its references must be moved out first).

@@ -32,26 +32,30 @@ class ShardSetLock {
     }
   }
 
-  /// Names a shard to lock (before lock_all()).
+  /// Names a shard to lock (before lock_all()). Up to kInline shards are kept sorted and
+  /// distinct as they come (insertion: a few compares for the usual two to five shards).
   void add(Shard& s) {
-    if (heap_.empty() && n_ < kInline) {
-      inline_[n_++] = &s;
-      return;
+    Shard* p = &s;
+    if (heap_.empty()) {
+      std::size_t i = n_;
+      while (i > 0 && inline_[i - 1] > p) --i;
+      if (i > 0 && inline_[i - 1] == p) return;  // named already
+      if (n_ < kInline) {
+        for (std::size_t j = n_; j > i; --j) inline_[j] = inline_[j - 1];
+        inline_[i] = p;
+        ++n_;
+        return;
+      }
+      heap_.assign(inline_, inline_ + n_);  // more than kInline: sorted at lock_all()
     }
-    if (heap_.empty()) heap_.assign(inline_, inline_ + n_);
-    heap_.push_back(&s);
+    heap_.push_back(p);
   }
 
   /// Locks every named shard once, in address order.
   void lock_all() noexcept {
-    Shard** b = begin();
-    Shard** e = b + size();
-    std::sort(b, e);
-    const std::size_t n = static_cast<std::size_t>(std::unique(b, e) - b);
-    if (heap_.empty()) {
-      n_ = n;
-    } else {
-      heap_.resize(n);
+    if (!heap_.empty()) {
+      std::sort(heap_.begin(), heap_.end());
+      heap_.erase(std::unique(heap_.begin(), heap_.end()), heap_.end());
     }
     for (Shard* s : shards()) s->mu.lock();
     locked_ = true;
@@ -64,9 +68,6 @@ class ShardSetLock {
   }
 
  private:
-  Shard** begin() noexcept { return heap_.empty() ? inline_ : heap_.data(); }
-  std::size_t size() const noexcept { return heap_.empty() ? n_ : heap_.size(); }
-
   Shard* inline_[kInline];
   std::size_t n_ = 0;
   std::vector<Shard*> heap_;  // used once more than kInline shards are named
