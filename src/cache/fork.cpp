@@ -2,9 +2,11 @@
 // (copy-on-write happens later, in append). fork is fork_many with one destination.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "cache/cache_impl.hpp"
@@ -37,6 +39,14 @@ std::optional<SeqId> first_repeated(std::span<const SeqId> ids) {
   for (SeqId id : ids)  // the one whose first occurrence comes first, as the quadratic loop finds
     if (std::binary_search(repeated.begin(), repeated.end(), id)) return id;
   return std::nullopt;
+}
+
+// to = from, as one memcpy: BlockId has a default member initializer, so it is not a trivial
+// type and vector's copy would copy it one element at a time (it is trivially copyable).
+void copy_table(const std::vector<BlockId>& from, std::vector<BlockId>& to) {
+  static_assert(std::is_trivially_copyable_v<BlockId>);
+  to.resize(from.size());
+  if (!from.empty()) std::memcpy(to.data(), from.data(), from.size() * sizeof(BlockId));
 }
 
 }  // namespace
@@ -81,7 +91,7 @@ Result<void> PagedKvCache::fork_many(SeqId src, std::span<const SeqId> dsts) {
   s.maybe_shared = true;  // src and every child now hold the same last block
   for (std::uint32_t i = 0; i < k; ++i) {
     Entry d(dsts[i]);
-    d.blocks = s.blocks;
+    copy_table(s.blocks, d.blocks);
     d.runs = s.runs;
     d.end_slot = s.end_slot;
     d.num_tokens = s.num_tokens;

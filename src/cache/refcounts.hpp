@@ -16,6 +16,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -109,18 +110,33 @@ inline void fold_tables(std::span<const std::span<const BlockId>> lists, bool al
   if (aligned && !lists.empty()) {
     const std::span<const BlockId> r = lists[0];
     const std::size_t base = out.size();
-    for (BlockId b : r) out.push_back(BlockRefs{b, 1});
+    // ends[L] counts the lists whose first L blocks equal r's: each adds one reference to every
+    // block of r below L (summed from the top below). Scratch from `table`, zeroed.
+    table.assign(r.size() + 1, 0);
+    std::uint64_t* ends = table.data();
     for (std::size_t k = 1; k < lists.size(); ++k) {
       const std::span<const BlockId> t = lists[k];
       const std::size_t common = std::min(t.size(), r.size());
-      for (std::size_t j = 0; j < common; ++j) {
+      // The equal prefix, 64 blocks per memcmp (BlockId is 4 plain bytes), then one at a time.
+      std::size_t j = 0;
+      while (j + 64 <= common && std::memcmp(&t[j], &r[j], 64 * sizeof(BlockId)) == 0) j += 64;
+      while (j < common && t[j] == r[j]) ++j;
+      ++ends[j];
+      for (; j < common; ++j) {  // after the first difference (the rare case): block by block
         if (t[j] == r[j]) {
-          ++out[base + j].n;
+          ++ends[j + 1];
+          --ends[j];  // wraps and is summed back: counts j alone
         } else {
           rest.push_back(t[j]);
         }
       }
       rest.insert(rest.end(), t.begin() + static_cast<std::ptrdiff_t>(common), t.end());
+    }
+    out.resize(base + r.size());
+    std::uint64_t held = 1;  // lists[0] itself
+    for (std::size_t j = r.size(); j-- > 0;) {
+      held += ends[j + 1];
+      out[base + j] = BlockRefs{r[j], static_cast<std::uint32_t>(held)};
     }
     first = lists.size();
   }
