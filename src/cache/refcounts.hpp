@@ -44,18 +44,24 @@ inline Result<void> retain_n(BlockPool& pool, std::span<const BlockId> ids, std:
 
 /// Drops `r.n` references from each block `r.id` of `refs` (the caller owns them); blocks whose
 /// count reaches 0 go back to the free list. TODO(counted form): one fetch_sub of n per block and
-/// one put_free for the freed ones; for now each reference is dropped by BlockPool::release(span)
-/// (a block listed n times, in one call, so the freed blocks go to the free list under one slot
-/// lock).
+/// one put_free for the freed ones. For now every reference is dropped by one
+/// BlockPool::release(span) call, in rounds (round i drops one reference from each block with
+/// n > i), so that no two drops of one block are adjacent (as with separate frees), and the
+/// freed blocks go to the free list under one slot lock.
 inline void release_n(BlockPool& pool, std::span<const BlockRefs> refs) {
   thread_local std::vector<BlockId> scratch;  // capacity kept across calls
   std::vector<BlockId>& each = scratch;       // one TLS lookup per call
   std::size_t total = 0;
-  for (const BlockRefs& r : refs) total += r.n;
+  std::uint32_t rounds = 0;
+  for (const BlockRefs& r : refs) {
+    total += r.n;
+    rounds = std::max(rounds, r.n);
+  }
   each.resize(total);
   BlockId* out = each.data();
-  for (const BlockRefs& r : refs)
-    for (std::uint32_t i = 0; i < r.n; ++i) *out++ = r.id;
+  for (std::uint32_t i = 0; i < rounds; ++i)
+    for (const BlockRefs& r : refs)
+      if (r.n > i) *out++ = r.id;
   (void)pool.release(std::span<const BlockId>(each));  // owned references: never an error
 }
 
