@@ -105,8 +105,9 @@ void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) 
         // One table: its blocks are distinct already.
         (void)m.pool.release(spans[0]);
       } else if (n_tables > 0) {
-        // One count update per distinct block. Held sources join the tables' lists (after them,
-        // so that the tables stay aligned with each other).
+        // One count update per distinct block. Held copy sources (hold_copy_sources) join the
+        // lists after the tables; they were blocks of some table at any index, so with them the
+        // index compare does not apply and everything goes through the hash fold.
         std::move(spans.begin() + kFreeManyChunk, spans.begin() + kFreeManyChunk + n_held,
                   spans.begin() + n_tables);
         detail::fold_tables(
