@@ -15,6 +15,7 @@
 //   seed_mutex      baseline::SeedMutexCache (the seed behind one mutex)
 //   pkv_batch       pkv::PagedKvCache, the step's appends as one append_batch() call
 //   seed_mutex_batch  baseline::SeedMutexCache::append_batch (one lock for the whole step)
+//   pkv_many        pkv::PagedKvCache, a beam step's forks / frees as one fork_many / free_many
 //   boost_lockfree  baseline::LockfreeStackPool
 //   vllm_mutex      baseline::VllmQueuePool
 #include <benchmark/benchmark.h>
@@ -196,6 +197,14 @@ void add_prefix() {
   }
 }
 
+// pkv's calls for k sequences at once (fork_many / free_many) on the workload that forks and
+// frees k at a time; the seed has no such call (its users fork and free one at a time).
+template <class Cache>
+void add_many(const std::string& impl) {
+  add<BeamFork<Cache, true>>("BM_beam_fork/" + impl, Threads::all,
+                             [](int t) { return std::make_unique<BeamFork<Cache, true>>(t); });
+}
+
 void register_all() {
   add_pool<pkv::BlockPool>("pkv",
                            [](std::size_t n) { return std::make_unique<pkv::BlockPool>(n); });
@@ -213,6 +222,7 @@ void register_all() {
   add_batch<Pkv>("pkv_batch");
   add_batch<PkvAffine>("pkv_affine_batch");
   add_batch<Seed>("seed_mutex_batch");
+  add_many<Pkv>("pkv_many");
   add_evict<Pkv>("pkv");
   add_evict<Seed>("seed_mutex");
   add_prefix();

@@ -265,7 +265,10 @@ class DecodeStep final {
 // appends one token to each (pkv: copy-on-write of the shared partial last block), then frees the
 // parent and the losing candidates; the winner becomes the parent. A parent past kMaxTokens
 // finishes and a new prompt starts. Items = fork + append + free (+ free/allocate) calls.
-template <class Cache>
+// Many = true: the step's forks are one fork_many() call and its frees one free_many() call
+// (pkv's API for k children at once); items still count one per child forked and per sequence
+// freed, so items/s compares with the per-call variants.
+template <class Cache, bool Many = false>
 class BeamFork final {
  public:
   static constexpr std::size_t kBeams = 4;
@@ -282,18 +285,30 @@ class BeamFork final {
   }
   std::int64_t step(int tid) {
     auto& s = ts_[static_cast<std::size_t>(tid)].v;
-    std::uint64_t beams[kBeams];
-    for (auto& b : beams) {
-      b = s.next++;
-      must(cache_->fork(SeqId{s.parent}, SeqId{b}), "beam fork");
+    SeqId beams[kBeams];
+    for (auto& b : beams) b = SeqId{s.next++};
+    if constexpr (Many) {
+      must(cache_->fork_many(SeqId{s.parent}, beams), "beam fork_many");
+    } else {
+      for (const auto b : beams) must(cache_->fork(SeqId{s.parent}, b), "beam fork");
     }
-    for (const auto b : beams) (void)must(cache_->append(SeqId{b}, 1), "beam append");
-    must(cache_->free(SeqId{s.parent}), "beam free parent");
+    for (const auto b : beams) (void)must(cache_->append(b, 1), "beam append");
     const std::size_t winner = s.rng.below(kBeams);
-    for (std::size_t i = 0; i < kBeams; ++i) {
-      if (i != winner) must(cache_->free(SeqId{beams[i]}), "beam free loser");
+    if constexpr (Many) {
+      SeqId gone[kBeams];  // the parent and the losers
+      gone[0] = SeqId{s.parent};
+      for (std::size_t i = 0, j = 1; i < kBeams; ++i) {
+        if (i != winner) gone[j++] = beams[i];
+      }
+      cache_->free_many(gone, s.freed);
+      if (!s.freed.all_freed()) die("beam free_many", s.freed.errors.front().error);
+    } else {
+      must(cache_->free(SeqId{s.parent}), "beam free parent");
+      for (std::size_t i = 0; i < kBeams; ++i) {
+        if (i != winner) must(cache_->free(beams[i]), "beam free loser");
+      }
     }
-    s.parent = beams[winner];
+    s.parent = beams[winner].value;
     std::int64_t items = 3 * kBeams;
     if (++s.tokens > kMaxTokens) {
       must(cache_->free(SeqId{s.parent}), "beam finish");
@@ -310,6 +325,7 @@ class BeamFork final {
     std::uint64_t parent = 0;
     std::size_t tokens = 0;
     Rng rng{7};
+    pkv::FreeManyOutcome freed;  // Many: reused across steps
   };
   void start(T& s) {
     s.parent = s.next++;

@@ -43,6 +43,7 @@ done
 for impl in pkv_batch pkv_affine_batch seed_mutex_batch; do  # the decode-step API (append_batch)
   workloads+=("BM_decode_step/$impl:3000" "BM_mixed_scheduler/$impl:3000")
 done
+workloads+=("BM_beam_fork/pkv_many:3000")  # fork_many / free_many
 
 printf 'name\tinstructions\titems\tinstructions_per_item\n' > "$tmp/out.tsv"
 for entry in "${workloads[@]}"; do

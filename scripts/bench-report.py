@@ -24,7 +24,7 @@ from collections import defaultdict
 THREADS = [1, 2, 4, 8]
 CACHE_BASELINES = ["seed_mutex"]
 POOL_IMPLS = ["pkv", "pkv_nomag", "boost_lockfree", "vllm_mutex"]
-IMPL_ORDER = ["pkv", "pkv_batch", "pkv_affine_batch", "pkv_nomag", "seed_mutex", "seed_mutex_batch", "boost_lockfree",
+IMPL_ORDER = ["pkv", "pkv_batch", "pkv_affine_batch", "pkv_many", "pkv_nomag", "seed_mutex", "seed_mutex_batch", "boost_lockfree",
               "vllm_mutex"]
 CPU_SAMPLES = defaultdict(list)  # (workload, impl, threads) -> [items per CPU-second]
 
@@ -46,7 +46,9 @@ DESCRIPTIONS = {
     "carry its index from bit 40 up, so its sequences live in its own slice of shards).",
     "BM_beam_fork": "beam search, 4 beams: fork the parent 4x, append 1 token to each beam (pkv: "
     "copy-on-write of the shared partial block; seed: writes the shared block), free the parent "
-    "and 3 losers. item = one fork / append / free call.",
+    "and 3 losers. item = one fork / append / free call. pkv_many: the step's 4 forks as one "
+    "fork_many() and its 4 frees as one free_many() (items still count one per child forked and "
+    "per sequence freed).",
     "BM_mixed_scheduler": "one continuous-batching scheduler iteration per step and thread: "
     "free_block_count + needs_eviction, admit up to 2 requests (allocate; evict on OOM), append 1 "
     "token to each of <=24 running sequences, free finished ones, fork every 16th step, "
@@ -262,6 +264,19 @@ def main():
                     cpu = f"; per CPU-second {ca / cb:.2f}x"
                 lines.append(f"| {w} {mine} ≥ {need}x {base} at {t} thread{'s' if t > 1 else ''} "
                              f"| {r:.2f}x ({fmt_rate(a)} vs {fmt_rate(b)} ops/s{cpu}) | {verdict} |")
+    # Beam search: the target is read on pkv_many (fork_many / free_many) against the seed's
+    # per-call API; pkv's per-call fork / free is listed for comparison.
+    for t, need in ((1, 1.5), (2, 4.0)):
+        for mine, is_target in (("pkv_many", True), ("pkv", False)):
+            a, b = med.get(("BM_beam_fork", mine, t)), med.get(("BM_beam_fork", "seed_mutex", t))
+            if not (a and b):
+                continue
+            r = a / b
+            verdict = "yes" if r >= need else f"**no** ({r / need * 100:.0f}% of target)"
+            if not is_target:
+                verdict = f"(for comparison: {verdict})"
+            lines.append(f"| BM_beam_fork {mine} ≥ {need}x seed_mutex at {t} thread{'s' if t > 1 else ''} "
+                         f"| {r:.2f}x ({fmt_rate(a)} vs {fmt_rate(b)} ops/s) | {verdict} |")
     for variant in ("single", "batch16"):
         x = med.get((f"BM_pool_alloc_free/{variant}", "pkv", 1))
         if x:
@@ -323,7 +338,10 @@ def main():
                 x1 = med.get((w, i, 1))
                 row += f" {1e9 / x1:.1f} |" if x1 else " – |"
             lines.append(row)
-        ratio_pairs = [("pkv", b) for b in impls if b not in ("pkv", "pkv_batch", "pkv_affine_batch")]
+        ratio_pairs = [("pkv", b) for b in impls
+                       if b not in ("pkv", "pkv_batch", "pkv_affine_batch", "pkv_many")]
+        if "pkv_many" in impls and "seed_mutex" in impls:
+            ratio_pairs.append(("pkv_many", "seed_mutex"))
         for mine in ("pkv_batch", "pkv_affine_batch"):
             if mine in impls:
                 ratio_pairs += [(mine, b) for b in ("seed_mutex", "seed_mutex_batch") if b in impls]
@@ -464,6 +482,7 @@ def make_plot(png, threaded, evict, med):
             "set ylabel 'M ops/s'", "set yrange [0:*]",
         ]
         colors = {"pkv": "#d62728", "pkv_batch": "#8c1515", "pkv_affine_batch": "#ff7f0e",
+                  "pkv_many": "#e377c2",
                   "pkv_nomag": "#ff9896",
                   "seed_mutex": "#1f77b4", "seed_mutex_batch": "#17becf",
                   "boost_lockfree": "#2ca02c", "vllm_mutex": "#9467bd"}

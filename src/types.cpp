@@ -112,6 +112,13 @@ Result<std::optional<CopyOp>> AppendBatchOutcome::item(std::size_t i) const {
   return Result<std::optional<CopyOp>>(std::in_place);
 }
 
+Result<void> FreeManyOutcome::item(std::size_t i) const {
+  const auto e = std::lower_bound(errors.begin(), errors.end(), i,
+                                  [](const ItemError& x, std::size_t k) { return x.item < k; });
+  if (e != errors.end() && e->item == i) return e->error;
+  return {};
+}
+
 std::vector<Result<std::optional<CopyOp>>> AppendBatchOutcome::per_item() const {
   std::vector<Result<std::optional<CopyOp>>> all;
   all.reserve(items);

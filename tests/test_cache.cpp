@@ -2,9 +2,11 @@
 // seed's defects fixed (../shared/seed/README.md).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <pkv/pkv.hpp>
+#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -544,6 +546,389 @@ TEST(Cache, st_fork_of_empty_sequence) {
   EXPECT_FALSE(r.value());
   EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 0u);
   EXPECT_EQ(c.get_sequence(S(2))->num_blocks(), 1u);
+  EXPECT_VALID(c);
+}
+
+// ---- fork_many, free_many, truncate
+// ------------------------------------------------------------------------
+
+TEST(Cache, st_fork_many_equals_forks_in_order) {
+  // Same calls into two caches, one forking per child and one with fork_many: every child,
+  // every count, the recency order and the counters come out the same.
+  for (bool streamed : {false, true}) {
+    PagedKvCache one(40, 4, 1, 1), many(40, 4, 1, 1);
+    for (PagedKvCache* c : {&one, &many}) {
+      ASSERT_TRUE(c->allocate(S(1), 30));
+      ASSERT_TRUE(c->set_priority(S(1), 7));
+      if (streamed) {
+        ASSERT_EQ(c->apply_streaming_llm(S(1), 2, 9).value(), 19u);
+      }
+      ASSERT_TRUE(c->allocate(S(9), 3));
+    }
+    const SeqId kids[] = {S(5), S(2), S(8)};
+    for (SeqId k : kids) ASSERT_TRUE(one.fork(S(1), k));
+    ASSERT_TRUE(many.fork_many(S(1), kids));
+    for (SeqId s : {S(1), S(2), S(5), S(8), S(9)}) {
+      auto a = one.get_sequence(s), b = many.get_sequence(s);
+      ASSERT_TRUE(a && b) << s;
+      EXPECT_EQ(a->block_ids, b->block_ids) << s;
+      EXPECT_EQ(a->num_tokens, b->num_tokens) << s;
+      EXPECT_EQ(a->token_runs, b->token_runs) << s;
+      EXPECT_EQ(a->last_access, b->last_access) << s;
+      EXPECT_EQ(a->access_count, b->access_count) << s;
+      EXPECT_EQ(a->priority, b->priority) << s;
+    }
+    EXPECT_EQ(many.get_sequence(S(8))->priority, 7u) << "every child inherits the priority";
+    EXPECT_LT(many.get_sequence(S(5))->last_access, many.get_sequence(S(2))->last_access);
+    EXPECT_LT(many.get_sequence(S(2))->last_access, many.get_sequence(S(8))->last_access);
+    const auto src_blocks = many.get_sequence(S(1))->block_ids;
+    for (BlockId b : src_blocks) EXPECT_EQ(many.pool().ref_count(b), 4u);
+    EXPECT_EQ(one.stats(), many.stats());
+    EXPECT_EQ(many.stats().total_forks, 3u);
+    EXPECT_EQ(one.used_block_count(), many.used_block_count());
+    // The same victims in the same order (S9, then the source, then the children in dsts order).
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(one.evict().value(), many.evict().value());
+    EXPECT_EQ(many.used_block_count(), 0u);
+    EXPECT_VALID(one);
+    EXPECT_VALID(many);
+  }
+}
+
+TEST(Cache, st_fork_many_children_copy_on_write_and_free_releases) {
+  PagedKvCache c(20, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));  // b0 b1 full, b2 8 of 16
+  const auto shared = c.get_sequence(S(1))->block_ids;
+  const SeqId kids[] = {S(2), S(3), S(4), S(5)};
+  ASSERT_TRUE(c.fork_many(S(1), kids));
+  EXPECT_EQ(c.used_block_count(), 3u);
+  std::set<std::uint32_t> dsts;
+  for (SeqId k : kids) {
+    auto r = c.append(k, 1);
+    ASSERT_TRUE(r);
+    ASSERT_TRUE(r.value()) << k << ": the shared partial block must be copied";
+    EXPECT_EQ(r.value()->src, shared[2]);
+    dsts.insert(r.value()->dst.value);
+  }
+  EXPECT_EQ(dsts.size(), 4u);
+  auto again = c.append(S(1), 1);  // the source is the last holder of b2 now: in place
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again.value());
+  EXPECT_EQ(c.pool().ref_count(shared[0]), 5u);
+  EXPECT_EQ(c.pool().ref_count(shared[2]), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_fork_many_errors_change_nothing) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  ASSERT_TRUE(c.allocate(S(3), 10));
+  const BlockId b1 = c.get_sequence(S(1))->block_ids[0];
+  auto unchanged = [&] {
+    EXPECT_EQ(c.num_sequences(), 2u);
+    EXPECT_EQ(c.stats().total_forks, 0u);
+    EXPECT_EQ(c.pool().ref_count(b1), 1u);
+    for (std::uint64_t id : {2, 4, 5, 6}) EXPECT_FALSE(c.get_sequence(S(id))) << id;
+    EXPECT_VALID(c);
+  };
+  const SeqId self[] = {S(2), S(1), S(4)};
+  auto r = c.fork_many(S(1), self);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(r.error().message(), "Invalid operation: Cannot fork sequence S1 onto itself");
+  unchanged();
+  const SeqId twice[] = {S(2), S(4), S(2)};
+  r = c.fork_many(S(1), twice);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(r.error().message(),
+            "Invalid argument: fork_many: destination S2 appears more than once");
+  unchanged();
+  // The same beyond the quadratic check (a sorted copy): the first repeated id in dsts order.
+  std::vector<SeqId> wide;
+  for (std::uint64_t i = 100; i < 140; ++i) wide.push_back(S(i));
+  wide.push_back(S(120));
+  wide.push_back(S(110));
+  r = c.fork_many(S(1), wide);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(),
+            "Invalid argument: fork_many: destination S110 appears more than once");
+  unchanged();
+  const SeqId exists[] = {S(2), S(4), S(3), S(5)};
+  r = c.fork_many(S(1), exists);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::invalid_operation);
+  EXPECT_EQ(r.error().message(), "Invalid operation: Destination sequence S3 already exists");
+  unchanged();
+  const SeqId fresh[] = {S(2), S(4)};
+  r = c.fork_many(S(7), fresh);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(r.error().message(), "Sequence not found: S7");
+  unchanged();
+  // An existing dst is reported before a missing src, as fork does.
+  r = c.fork_many(S(7), exists);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(), "Invalid operation: Destination sequence S3 already exists");
+  unchanged();
+  // No destinations: src is checked, nothing changes.
+  EXPECT_TRUE(c.fork_many(S(1), std::span<const SeqId>{}));
+  r = c.fork_many(S(7), std::span<const SeqId>{});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::sequence_not_found);
+  unchanged();
+}
+
+TEST(Cache, st_fork_many_over_more_shards_than_held_inline) {
+  PagedKvCache c(100, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  std::vector<SeqId> kids;
+  for (std::uint64_t i = 0; i < 300; ++i) kids.push_back(S(1000 + i));  // every shard, some twice
+  ASSERT_TRUE(c.fork_many(S(1), kids));
+  EXPECT_EQ(c.num_sequences(), 301u);
+  const auto src_blocks = c.get_sequence(S(1))->block_ids;
+  for (BlockId b : src_blocks) EXPECT_EQ(c.pool().ref_count(b), 301u);
+  EXPECT_VALID(c);
+  const pkv::FreeManyOutcome out = c.free_many(kids);
+  EXPECT_TRUE(out.all_freed());
+  EXPECT_EQ(out.items, 300u);
+  for (BlockId b : src_blocks) EXPECT_EQ(c.pool().ref_count(b), 1u);
+  EXPECT_EQ(c.used_block_count(), 3u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_free_many_frees_in_order_and_reports_unknown_ids) {
+  PagedKvCache c(20, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 10));
+  const SeqId kids[] = {S(2), S(3)};
+  ASSERT_TRUE(c.fork_many(S(1), kids));
+  ASSERT_TRUE(c.allocate(S(4), 5));
+  const SeqId ids[] = {S(9), S(2), S(1), S(2), S(3), S(10)};
+  pkv::FreeManyOutcome out;
+  out.errors.push_back({99, pkv::Error::invalid_argument("stale")});  // cleared by the call
+  c.free_many(ids, out);
+  EXPECT_EQ(out.items, 6u);
+  ASSERT_EQ(out.errors.size(), 3u);
+  EXPECT_FALSE(out.all_freed());
+  const std::size_t failed[] = {0, 3, 5};
+  for (std::size_t j = 0; j < 3; ++j) {
+    EXPECT_EQ(out.errors[j].item, failed[j]);
+    EXPECT_EQ(out.errors[j].error.code(), Errc::sequence_not_found);
+  }
+  EXPECT_EQ(out.errors[0].error.message(), "Sequence not found: S9");
+  EXPECT_EQ(out.errors[1].error.message(), "Sequence not found: S2");  // freed by item 1
+  EXPECT_EQ(out.item(5).error().message(), "Sequence not found: S10");
+  EXPECT_TRUE(out.item(1));
+  EXPECT_TRUE(out.item(4));
+  EXPECT_EQ(c.num_sequences(), 1u);
+  EXPECT_EQ(c.used_block_count(), 2u);  // S4's blocks only
+  EXPECT_EQ(c.stats().total_frees, 3u);
+  EXPECT_VALID(c);
+  c.free_many(std::span<const SeqId>{}, out);
+  EXPECT_EQ(out.items, 0u);
+  EXPECT_TRUE(out.all_freed());
+}
+
+TEST(Cache, st_free_many_equals_frees_across_chunks) {
+  // Families of forks spread over more than two chunks, with unknown ids and repeats between
+  // them; one cache frees per call, the other with free_many: same survivors, counts, figures.
+  PagedKvCache one(400, 4, 1, 1), many(400, 4, 1, 1);
+  std::vector<SeqId> ids;
+  for (PagedKvCache* c : {&one, &many}) {
+    for (std::uint64_t f = 0; f < 10; ++f) {
+      const SeqId root = S(1000 * (f + 1));
+      ASSERT_TRUE(c->allocate(root, 9 + f));
+      std::vector<SeqId> kids;
+      for (std::uint64_t k = 1; k <= 6; ++k) kids.push_back(S(root.value + k));
+      ASSERT_TRUE(c->fork_many(root, kids));
+      for (SeqId k : kids) ASSERT_TRUE(c->append(k, k.value % 3));
+    }
+  }
+  std::mt19937_64 rng(5);
+  for (std::uint64_t f = 0; f < 10; ++f)
+    for (std::uint64_t k = 0; k <= 6; ++k)
+      if (rng() % 4 != 0) ids.push_back(S(1000 * (f + 1) + k));
+  for (int i = 0; i < 12; ++i) ids.insert(ids.begin() + rng() % ids.size(), S(5 + rng() % 3));
+  for (int i = 0; i < 6; ++i) ids.insert(ids.begin() + rng() % ids.size(), ids[rng() % ids.size()]);
+  ASSERT_GT(ids.size(), 2 * PagedKvCache::kFreeManyChunk);
+  std::vector<std::size_t> failed;
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if (!one.free(ids[i])) failed.push_back(i);
+  const pkv::FreeManyOutcome out = many.free_many(ids);
+  ASSERT_EQ(out.errors.size(), failed.size());
+  for (std::size_t j = 0; j < failed.size(); ++j) EXPECT_EQ(out.errors[j].item, failed[j]);
+  std::vector<SeqId> left_one = one.sequence_ids(), left_many = many.sequence_ids();
+  std::sort(left_one.begin(), left_one.end());
+  std::sort(left_many.begin(), left_many.end());
+  ASSERT_EQ(left_one, left_many);
+  for (SeqId s : left_one) {
+    const auto a = one.get_sequence(s)->block_ids, b = many.get_sequence(s)->block_ids;
+    ASSERT_EQ(a, b);
+    for (BlockId x : a) EXPECT_EQ(one.pool().ref_count(x), many.pool().ref_count(x));
+  }
+  EXPECT_EQ(one.used_block_count(), many.used_block_count());
+  EXPECT_EQ(one.stats().total_frees, many.stats().total_frees);
+  EXPECT_VALID(one);
+  EXPECT_VALID(many);
+}
+
+TEST(Cache, st_free_many_releases_held_copy_sources) {
+  PagedKvCache c(10, 4, 1, 1, PagedKvCache::Options{.hold_copy_sources = true});
+  ASSERT_TRUE(c.allocate(S(1), 6));
+  const SeqId kids[] = {S(2), S(3)};
+  ASSERT_TRUE(c.fork_many(S(1), kids));
+  for (SeqId k : kids) ASSERT_TRUE(c.append(k, 1).value());  // both copy and hold the source
+  const BlockId src = c.get_sequence(S(1))->block_ids[1];
+  EXPECT_EQ(c.pool().ref_count(src), 3u);
+  const SeqId all[] = {S(1), S(2), S(3)};
+  EXPECT_TRUE(c.free_many(all).all_freed());
+  EXPECT_EQ(c.pool().ref_count(src), 0u);
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_truncate_releases_blocks_left_empty) {
+  PagedKvCache c(10, 16, 32, 128);
+  ASSERT_TRUE(c.allocate(S(1), 40));  // 3 blocks, the last 8 of 16
+  ASSERT_TRUE(c.append(S(1), 1));
+  const auto before = *c.get_sequence(S(1));
+  EXPECT_EQ(c.truncate(S(1), 0).value(), 0u);
+  EXPECT_EQ(c.truncate(S(1), 8).value(), 0u);  // 33 kept: still 3 blocks
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 3u);
+  EXPECT_EQ(c.truncate(S(1), 1).value(), 1u);  // 32: block 2 holds nothing
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 32u);
+  EXPECT_EQ(info->block_ids,
+            std::vector<BlockId>(before.block_ids.begin(), before.block_ids.begin() + 2));
+  EXPECT_EQ(info->token_runs, (std::vector<pkv::TokenRun>{{0, 0, 32}}));
+  EXPECT_EQ(info->last_access, before.last_access) << "truncate is not an access";
+  EXPECT_EQ(info->access_count, before.access_count);
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_EQ(c.pool().ref_count(before.block_ids[2]), 0u);
+  EXPECT_EQ(c.stats().total_frees, 1u);
+  // Appending after a truncate fills the kept last block, then takes fresh ones.
+  auto r = c.append(S(1), 17);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r.value());
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 4u);
+  EXPECT_EQ(c.truncate(S(1), 49).value(), 4u);  // everything: a sequence with no tokens
+  info = c.get_sequence(S(1));
+  EXPECT_EQ(info->num_tokens, 0u);
+  EXPECT_EQ(info->num_blocks(), 0u);
+  EXPECT_TRUE(info->token_runs.empty());
+  EXPECT_EQ(c.used_block_count(), 0u);
+  ASSERT_TRUE(c.append(S(1), 3));
+  EXPECT_EQ(c.get_sequence(S(1))->num_blocks(), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_truncate_errors_change_nothing) {
+  PagedKvCache c(10, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 6));
+  auto too_many = c.truncate(S(1), 7);
+  ASSERT_FALSE(too_many);
+  EXPECT_EQ(too_many.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(too_many.error().message(),
+            "Invalid argument: truncate: cannot drop 7 tokens from S1, which holds 6");
+  auto huge = c.truncate(S(1), kMax);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code(), Errc::invalid_argument);
+  auto missing = c.truncate(S(2), 0);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), Errc::sequence_not_found);
+  EXPECT_EQ(missing.error().message(), "Sequence not found: S2");
+  EXPECT_EQ(c.get_sequence(S(1))->num_tokens, 6u);
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_truncate_keeps_shared_blocks_shared_and_the_next_append_copies) {
+  PagedKvCache c(20, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 8));  // two full blocks
+  ASSERT_TRUE(c.fork(S(1), S(2)));
+  const auto shared = c.get_sequence(S(1))->block_ids;
+  EXPECT_EQ(c.truncate(S(1), 2).value(), 0u);  // block 1 now half full in S1's view
+  EXPECT_EQ(c.get_sequence(S(1))->block_ids, shared) << "no copy at truncate";
+  EXPECT_EQ(c.pool().ref_count(shared[1]), 2u);
+  EXPECT_EQ(c.used_block_count(), 2u);
+  EXPECT_VALID(c);
+  // S2's tokens 6 and 7 sit where S1 would write next: S1 copies first.
+  auto r = c.append(S(1), 1);
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r.value()) << "a shared block cut by truncate must be copied before writing";
+  EXPECT_EQ(r.value()->src, shared[1]);
+  EXPECT_EQ(c.pool().ref_count(shared[1]), 1u);
+  EXPECT_EQ(c.get_sequence(S(2))->block_ids, shared);
+  EXPECT_EQ(c.get_sequence(S(2))->num_tokens, 8u);
+  // Dropping a whole shared block drops one reference; the sibling keeps it.
+  ASSERT_TRUE(c.allocate(S(3), 10));  // blocks c0 c1 full, c2 2 of 4
+  ASSERT_TRUE(c.fork(S(3), S(4)));
+  const auto three = c.get_sequence(S(3))->block_ids;
+  EXPECT_EQ(c.truncate(S(3), 4).value(), 1u);  // 6 kept: c2 leaves S3, c1 half full
+  EXPECT_EQ(c.pool().ref_count(three[2]), 1u);
+  EXPECT_EQ(c.get_sequence(S(4))->block_ids, three);
+  auto w = c.append(S(3), 1);
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w.value());
+  EXPECT_EQ(w.value()->src, three[1]);
+  // Back into a shared block after append found its last block private (maybe_shared cleared).
+  ASSERT_TRUE(c.allocate(S(6), 8));
+  ASSERT_TRUE(c.fork(S(6), S(7)));
+  auto grew = c.append(S(6), 1);  // a fresh private block: no copy
+  ASSERT_TRUE(grew);
+  EXPECT_FALSE(grew.value());
+  const auto six = c.get_sequence(S(6))->block_ids;
+  EXPECT_EQ(c.truncate(S(6), 3).value(), 1u);  // 6 kept: the shared block 1 is last, half full
+  auto back = c.append(S(6), 1);
+  ASSERT_TRUE(back);
+  ASSERT_TRUE(back.value()) << "the shared block S7 fills must be copied";
+  EXPECT_EQ(back.value()->src, six[1]);
+  // A private sequence truncated and appended writes in place.
+  ASSERT_TRUE(c.allocate(S(5), 6));
+  EXPECT_EQ(c.truncate(S(5), 3).value(), 1u);
+  auto p = c.append(S(5), 2);
+  ASSERT_TRUE(p);
+  EXPECT_FALSE(p.value());
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_truncate_after_streaming_llm_cuts_runs_from_the_end) {
+  PagedKvCache c(20, 4, 1, 1);
+  ASSERT_TRUE(c.allocate(S(1), 30));
+  // Keep tokens 0..1 (block 0, slots 0-1) and 25..29 (old blocks 6, 7 -> slots 5..9).
+  ASSERT_EQ(c.apply_streaming_llm(S(1), 2, 5).value(), 23u);
+  using pkv::TokenRun;
+  ASSERT_EQ(c.get_sequence(S(1))->token_runs, (std::vector<TokenRun>{{0, 0, 2}, {2, 5, 5}}));
+  ASSERT_EQ(c.get_sequence(S(1))->num_blocks(), 3u);
+  EXPECT_EQ(c.truncate(S(1), 2).value(), 1u);  // window keeps 3: slots 5..7, block 2 goes
+  auto info = c.get_sequence(S(1));
+  EXPECT_EQ(info->token_runs, (std::vector<TokenRun>{{0, 0, 2}, {2, 5, 3}}));
+  EXPECT_EQ(info->num_tokens, 5u);
+  EXPECT_EQ(info->num_blocks(), 2u);
+  EXPECT_EQ(c.truncate(S(1), 4).value(), 1u);  // the window run is gone, the sink keeps 1
+  info = c.get_sequence(S(1));
+  EXPECT_EQ(info->token_runs, (std::vector<TokenRun>{{0, 0, 1}}));
+  EXPECT_EQ(info->num_blocks(), 1u);
+  // The next append fills the slot after the last kept token.
+  ASSERT_TRUE(c.append(S(1), 2));
+  info = c.get_sequence(S(1));
+  EXPECT_EQ(info->token_runs, (std::vector<TokenRun>{{0, 0, 3}}));
+  EXPECT_EQ(c.used_block_count(), 1u);
+  EXPECT_VALID(c);
+}
+
+TEST(Cache, st_truncate_reorders_longest_first) {
+  PagedKvCache c(40, 4, 1, 1);
+  ASSERT_TRUE(c.set_eviction_strategy(EvictionStrategy::longest_first()));
+  ASSERT_TRUE(c.allocate(S(1), 40));
+  ASSERT_TRUE(c.allocate(S(2), 30));
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  ASSERT_TRUE(c.truncate(S(1), 20));
+  EXPECT_EQ(c.select_eviction_target(), S(2));
+  ASSERT_TRUE(c.pin(S(2)));
+  ASSERT_TRUE(c.truncate(S(2), 25));  // pinned: changed, still out of the index
+  EXPECT_EQ(c.select_eviction_target(), S(1));
+  ASSERT_TRUE(c.unpin(S(2)));
+  EXPECT_EQ(c.select_eviction_target(), S(1));
   EXPECT_VALID(c);
 }
 

@@ -492,3 +492,202 @@ TEST(CacheMt, mt_append_batch_affine_placement_with_concurrent_eviction_account_
 }
 
 }  // namespace
+
+// ---- fork_many, free_many, truncate -------------------------------------------------------------
+
+TEST(CacheMt, mt_beam_search_with_fork_many_and_free_many_keeps_every_cookie) {
+  // Every thread runs beam search from one shared prompt (its shard contended by all): each step
+  // forks the parent into 4 beams with fork_many, writes one token per beam (performing the
+  // CopyOps), checks the beams' whole contents, and frees the parent and 3 losers (plus an
+  // unknown id) with free_many. The prompt's tokens must survive every copy and free.
+  const std::size_t bs = 8, blocks = 6000;
+  constexpr std::size_t kBeams = 4;
+  PagedKvCache c(blocks, bs, 1, 1);
+  Arena arena(blocks, bs);
+  const SeqId root{1};
+  const std::uint64_t prompt = 21;  // last block 5 of 8
+  ASSERT_TRUE(c.allocate(root, prompt));
+  const auto rinfo = *c.get_sequence(root);
+  for (std::uint64_t t = 0; t < prompt; ++t) arena.write(rinfo, t, Arena::cookie(0, t));
+  std::barrier start(kThreads);
+  run_threads(kThreads, [&](unsigned t) {
+    std::mt19937_64 rng(t);
+    std::uint64_t next = seq_base(t);
+    // Token k of this thread's line is written by the beam that wins step k - prompt.
+    std::vector<std::uint64_t> line;
+    SeqId parent = root;
+    pkv::FreeManyOutcome out;
+    start.arrive_and_wait();
+    for (int step = 0; step < 60; ++step) {
+      SeqId beams[kBeams];
+      for (SeqId& b : beams) b = SeqId{next++};
+      ASSERT_TRUE(c.fork_many(parent, beams));
+      for (std::size_t i = 0; i < kBeams; ++i) {
+        auto r = c.append(beams[i], 1);
+        ASSERT_TRUE(r);
+        if (r.value()) arena.copy(*r.value());
+        const auto info = *c.get_sequence(beams[i]);
+        arena.write(info, info.num_tokens - 1, Arena::cookie(beams[i].value, info.num_tokens - 1));
+      }
+      for (std::size_t i = 0; i < kBeams; ++i) {
+        const auto info = *c.get_sequence(beams[i]);
+        ASSERT_EQ(info.num_tokens, prompt + line.size() + 1);
+        for (std::uint64_t k = 0; k < info.num_tokens; ++k) {
+          const std::uint64_t want = k < prompt                 ? Arena::cookie(0, k)
+                                     : k < prompt + line.size() ? line[k - prompt]
+                                                                : Arena::cookie(beams[i].value, k);
+          ASSERT_EQ(arena.read(info, k), want) << "thread " << t << " beam " << i << " token " << k;
+        }
+      }
+      const std::size_t winner = rng() % kBeams;
+      line.push_back(Arena::cookie(beams[winner].value, prompt + line.size()));
+      std::vector<SeqId> gone;
+      if (parent != root) gone.push_back(parent);
+      gone.push_back(SeqId{seq_base(t) + 1'000'000});  // unknown: reported, the rest freed
+      for (std::size_t i = 0; i < kBeams; ++i)
+        if (i != winner) gone.push_back(beams[i]);
+      c.free_many(gone, out);
+      ASSERT_EQ(out.errors.size(), 1u);
+      EXPECT_EQ(out.errors[0].error.code(), Errc::sequence_not_found);
+      parent = beams[winner];
+    }
+    const SeqId last[] = {parent};
+    EXPECT_TRUE(c.free_many(last).all_freed());
+  });
+  EXPECT_EQ(c.validate_unsafe(), "");
+  EXPECT_EQ(c.num_sequences(), 1u);
+  for (BlockId b : rinfo.block_ids) EXPECT_EQ(c.pool().ref_count(b), 1u);
+  EXPECT_EQ(c.used_block_count(), rinfo.block_ids.size());
+  for (std::uint64_t k = 0; k < prompt; ++k) ASSERT_EQ(arena.read(rinfo, k), Arena::cookie(0, k));
+  EXPECT_EQ(c.stats().total_forks, kThreads * 60 * kBeams);
+}
+
+TEST(CacheMt, mt_fork_many_and_free_many_over_many_shards_never_deadlock) {
+  // Threads fork from each other's sequences into children spread over many shards and free
+  // random sets of anyone's ids (known or not) with free_many, while others fork and free one at
+  // a time: multi-shard lock sets in every order must not deadlock, and every block is accounted.
+  const std::size_t blocks = 20000;
+  PagedKvCache c(blocks, 4, 1, 1);
+  for (unsigned t = 0; t < kThreads; ++t) ASSERT_TRUE(c.allocate(SeqId{seq_base(t)}, 6));
+  std::atomic<std::uint64_t> forks{0};
+  run_threads(kThreads, [&](unsigned t) {
+    std::mt19937_64 rng(100 + t);
+    std::uint64_t next = seq_base(t) + 1;
+    pkv::FreeManyOutcome out;
+    for (int i = 0; i < 300; ++i) {
+      const SeqId src{seq_base(static_cast<unsigned>(rng() % kThreads)) + rng() % 8};
+      std::vector<SeqId> kids(1 + rng() % 40);
+      for (SeqId& k : kids) k = SeqId{next++};
+      if (c.fork_many(src, kids)) {
+        forks.fetch_add(kids.size());
+        (void)c.append(kids[rng() % kids.size()], 1 + rng() % 5);
+      }
+      std::vector<SeqId> victims(rng() % 50);
+      for (SeqId& v : victims)  // anyone's, never a thread's root (kept as fork sources)
+        v = SeqId{seq_base(static_cast<unsigned>(rng() % kThreads)) + 1 +
+                  rng() % (next - seq_base(t))};
+      c.free_many(victims, out);
+      EXPECT_EQ(out.items, victims.size());
+      for (const auto& e : out.errors) EXPECT_EQ(e.error.code(), Errc::sequence_not_found);
+      if (rng() % 4 == 0) (void)c.fork(src, SeqId{next++});
+      if (rng() % 4 == 0) (void)c.free(SeqId{next - 1 - rng() % 30});
+    }
+  });
+  EXPECT_GE(c.stats().total_forks, forks.load());
+  EXPECT_EQ(c.validate_unsafe(), "");
+  const std::vector<SeqId> all = c.sequence_ids();
+  EXPECT_TRUE(c.free_many(all).all_freed());
+  EXPECT_EQ(c.used_block_count(), 0u);
+  EXPECT_EQ(c.num_sequences(), 0u);
+  EXPECT_EQ(c.validate_unsafe(), "");
+}
+
+TEST(CacheMt, mt_free_many_releases_blocks_before_a_sequence_is_seen_gone) {
+  // The cache is full; one thread frees every sequence with free_many while another waits to
+  // see one of them gone and then allocates as many blocks as it held: that must succeed (the
+  // blocks of a chunk are free before its shard locks are dropped; no spurious out_of_memory).
+  constexpr std::uint64_t kSeqs = 96;  // three chunks
+  for (int round = 0; round < 40; ++round) {
+    PagedKvCache c(2 * kSeqs, 4, 1, 1);
+    std::vector<SeqId> ids;
+    for (std::uint64_t i = 0; i < kSeqs; ++i) {
+      ids.push_back(SeqId{i + 1});
+      ASSERT_TRUE(c.allocate(ids.back(), 8));  // 2 blocks each
+    }
+    ASSERT_EQ(c.free_block_count(), 0u);
+    const SeqId watched = ids[static_cast<std::size_t>(round) % kSeqs];
+    std::latch go(2);
+    std::thread freer([&] {
+      go.arrive_and_wait();
+      EXPECT_TRUE(c.free_many(ids).all_freed());
+    });
+    std::thread taker([&] {
+      go.arrive_and_wait();
+      while (c.get_sequence(watched)) std::this_thread::yield();
+      auto r = c.allocate(SeqId{1'000'000}, 8);
+      EXPECT_TRUE(r) << "saw " << watched << " gone but not its blocks: " << r.error().message();
+    });
+    freer.join();
+    taker.join();
+    EXPECT_EQ(c.validate_unsafe(), "");
+  }
+}
+
+TEST(CacheMt, mt_truncate_rejected_drafts_on_shared_blocks_keeps_every_cookie) {
+  // Speculative decoding on forks of one prompt: every thread's child appends a draft of a few
+  // tokens (cookies written), keeps a random prefix of it (truncate drops the rest) and goes on.
+  // Truncating back into a block the other children still hold must never let a write land in
+  // it: each child's tokens and the prompt's read back intact.
+  const std::size_t bs = 4;
+  for (int round = 0; round < 20; ++round) {
+    PagedKvCache c(8000, bs, 1, 1);
+    Arena arena(8000, bs);
+    const SeqId parent{1};
+    const std::uint64_t prompt = 11;  // last block 3 of 4
+    ASSERT_TRUE(c.allocate(parent, prompt));
+    const auto pinfo = *c.get_sequence(parent);
+    for (std::uint64_t k = 0; k < prompt; ++k) arena.write(pinfo, k, Arena::cookie(0, k));
+    std::barrier start(kThreads);
+    run_threads(kThreads, [&](unsigned t) {
+      std::mt19937_64 rng(round * 50 + t);
+      const SeqId child{seq_base(t)};
+      std::vector<std::uint64_t> want(prompt);
+      for (std::uint64_t k = 0; k < prompt; ++k) want[k] = Arena::cookie(0, k);
+      start.arrive_and_wait();
+      ASSERT_TRUE(c.fork(parent, child));
+      for (int step = 0; step < 30; ++step) {
+        // Now and then fall back into the prompt's shared blocks.
+        if (rng() % 6 == 0 && want.size() > 2) {
+          const std::size_t cut = 1 + rng() % (want.size() - 1);
+          ASSERT_TRUE(c.truncate(child, cut));
+          want.resize(want.size() - cut);
+        }
+        const std::size_t draft = 1 + rng() % 5;
+        auto r = c.append(child, draft);
+        ASSERT_TRUE(r);
+        if (r.value()) arena.copy(*r.value());
+        const auto info = *c.get_sequence(child);
+        for (std::size_t d = 0; d < draft; ++d) {
+          const std::uint64_t k = want.size() + d;
+          arena.write(info, k, Arena::cookie(t + 1, k * 100 + static_cast<std::uint64_t>(step)));
+        }
+        const std::size_t accepted = rng() % (draft + 1);
+        auto tr = c.truncate(child, draft - accepted);
+        ASSERT_TRUE(tr);
+        for (std::size_t d = 0; d < accepted; ++d)
+          want.push_back(
+              Arena::cookie(t + 1, (want.size()) * 100 + static_cast<std::uint64_t>(step)));
+        const auto now = *c.get_sequence(child);
+        ASSERT_EQ(now.num_tokens, want.size());
+        for (std::uint64_t k = 0; k < now.num_tokens; ++k)
+          ASSERT_EQ(arena.read(now, k), want[k]) << "thread " << t << " token " << k;
+      }
+    });
+    for (std::uint64_t k = 0; k < prompt; ++k)
+      ASSERT_EQ(arena.read(pinfo, k), Arena::cookie(0, k)) << "prompt token " << k;
+    EXPECT_EQ(c.validate_unsafe(), "");
+    const std::vector<SeqId> all = c.sequence_ids();
+    EXPECT_TRUE(c.free_many(all).all_freed());
+    EXPECT_EQ(c.used_block_count(), 0u);
+  }
+}

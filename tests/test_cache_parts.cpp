@@ -1,5 +1,6 @@
 // The cache's parts on their own (src/cache/): the sequence table (SeqMap), StreamingLLM's
-// compaction, the victim index and the placement. Single-threaded; internal headers.
+// compaction, the victim index, the placement and free_many's fold of several tables.
+// Single-threaded; internal headers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "cache/placement.hpp"
 #include "cache/prefix_cache.hpp"
 #include "cache/shard.hpp"
+#include "cache/refcounts.hpp"
 #include "cache/seq_map.hpp"
 #include "cache/streaming_llm.hpp"
 #include "cache/victim_index.hpp"
@@ -88,10 +90,13 @@ TEST(StreamingCompaction, st_drops_middle_blocks_and_renumbers_slots) {
   // 90..99, block 5 and 6): blocks 1..4 go; the window moves to compacted blocks 1 and 2.
   const std::vector<TokenRun> runs{{0, 0, 100}};
   const StreamingCompaction c = compact_streaming(runs, 7, 16, 100, 16, 10);
-  const std::vector<std::uint64_t> idx{0, StreamingCompaction::kDropped,
+  const std::vector<std::uint64_t> idx{0,
                                        StreamingCompaction::kDropped,
                                        StreamingCompaction::kDropped,
-                                       StreamingCompaction::kDropped, 1, 2};
+                                       StreamingCompaction::kDropped,
+                                       StreamingCompaction::kDropped,
+                                       1,
+                                       2};
   EXPECT_EQ(c.new_index, idx);
   // Sink ends at slot 16 (block 0 full) and the window starts at slot 90 -> 16 + 10 = 26: the
   // two runs are adjacent in token order but not in slots, so they stay two.
@@ -267,6 +272,90 @@ TEST(PrefixCache, mt_a_block_is_revived_or_reclaimed_never_both) {
   EXPECT_EQ(neither, 0);
   EXPECT_EQ(pc.validate_unsafe(), "");
   EXPECT_EQ(pc.stats().reclaimed, 2000u);  // every round ends with the block reclaimed once
+}
+
+// ---- the fold of free_many (refcounts.hpp) ------------------------------------------------------
+
+// The fold must give every distinct block exactly once, with its multiplicity over all lists,
+// whichever path (aligned index compare, memcmp prefix, hash fold) counted it.
+void expect_exact_fold(const std::vector<std::vector<pkv::BlockId>>& lists, bool aligned) {
+  std::vector<std::span<const pkv::BlockId>> spans(lists.begin(), lists.end());
+  std::map<std::uint32_t, std::uint32_t> want;
+  std::size_t total = 0;
+  for (const auto& l : lists) {
+    for (pkv::BlockId b : l) ++want[b.value];
+    total += l.size();
+  }
+  std::vector<pkv::detail::BlockRefs> out;
+  std::vector<pkv::BlockId> rest;
+  std::vector<std::uint64_t> table;
+  out.reserve(total);
+  rest.reserve(total);
+  table.reserve(pkv::detail::fold_table_size(total));
+  const auto* before = out.data();
+  pkv::detail::fold_tables(spans, aligned, out, rest, table);
+  EXPECT_EQ(out.data(), before) << "the fold allocated although room was reserved";
+  std::map<std::uint32_t, std::uint32_t> got;
+  for (const auto& r : out) {
+    EXPECT_FALSE(got.contains(r.id.value)) << "B" << r.id.value << " listed twice";
+    got[r.id.value] = r.n;
+  }
+  EXPECT_EQ(got, want);
+}
+
+TEST(Fold, st_aligned_tables_fold_exactly) {
+  std::mt19937_64 rng(3);
+  for (int round = 0; round < 200; ++round) {
+    // A family of forks of one table of up to 300 blocks: every child shares a prefix, then has
+    // its own blocks (copy-on-write, appends); a few also share an extra block at the same index
+    // after a difference (the rare branch). Shared blocks always sit at the same index, as in
+    // tables StreamingLLM never compacted.
+    std::uint32_t fresh = 1'000'000;
+    std::vector<pkv::BlockId> root(rng() % 300);
+    for (std::size_t j = 0; j < root.size(); ++j)
+      root[j] = pkv::BlockId{static_cast<std::uint32_t>(j)};
+    std::vector<std::vector<pkv::BlockId>> lists{root};
+    const std::size_t kids = 1 + rng() % 6;
+    for (std::size_t k = 0; k < kids; ++k) {
+      std::vector<pkv::BlockId> t(
+          root.begin(), root.begin() + static_cast<std::ptrdiff_t>(rng() % (root.size() + 1)));
+      if (!t.empty() && rng() % 2) t.back() = pkv::BlockId{fresh++};
+      if (rng() % 4 == 0 && t.size() + 1 < root.size()) {
+        t.push_back(pkv::BlockId{fresh++});
+        t.push_back(root[t.size()]);  // equal again after a difference
+      }
+      for (std::size_t extra = rng() % 5; extra > 0; --extra) t.push_back(pkv::BlockId{fresh++});
+      lists.push_back(std::move(t));
+      // A sibling forked from that child after its own blocks: the child's blocks at the same
+      // indexes (shared blocks that differ from the root's go through the hash fold).
+      if (rng() % 3 == 0) {
+        std::vector<pkv::BlockId> sib = lists.back();
+        if (!sib.empty() && rng() % 2) sib.back() = pkv::BlockId{fresh++};
+        sib.push_back(pkv::BlockId{fresh++});
+        lists.push_back(std::move(sib));
+      }
+    }
+    std::shuffle(lists.begin() + 1, lists.end(), rng);
+    expect_exact_fold(lists, true);
+    expect_exact_fold(lists, false);
+  }
+}
+
+TEST(Fold, st_unaligned_lists_fold_through_the_hash) {
+  // Held copy sources and compacted tables: the same blocks at any index.
+  std::mt19937_64 rng(4);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::vector<pkv::BlockId>> lists(1 + rng() % 8);
+    for (auto& l : lists) {
+      std::vector<std::uint32_t> ids(rng() % 100);
+      for (auto& x : ids) x = static_cast<std::uint32_t>(rng() % 150);
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());  // no repeats within a list
+      std::shuffle(ids.begin(), ids.end(), rng);
+      for (auto x : ids) l.push_back(pkv::BlockId{x});
+    }
+    expect_exact_fold(lists, false);
+  }
 }
 
 }  // namespace

@@ -214,5 +214,55 @@ TEST(PkvPrefix, st_verify_tokens_hits_only_equal_tokens) {
   EXPECT_EQ(c->validate_unsafe(), "");
 }
 
+// fork_many / free_many / truncate on token-mode sequences: children share the cached blocks (one
+// holder each), free_many leaves the published ones reclaimable, and a truncate into a published
+// block keeps it full and findable (the next append copies it instead of writing into it).
+TEST(PkvPrefix, st_fork_many_free_many_truncate_in_token_mode) {
+  auto c = make(32);
+  const Tokens p = range_tokens(0, 40);
+  ASSERT_TRUE(c->allocate(SeqId{1}, p, {}));
+  ASSERT_EQ(c->commit(SeqId{1}, 40).value(), 2u);
+  const SeqId kids[] = {SeqId{2}, SeqId{3}, SeqId{4}};
+  ASSERT_TRUE(c->fork_many(SeqId{1}, kids));
+  const auto table = c->get_sequence(SeqId{1})->block_ids;
+  EXPECT_EQ(c->block_ref_count(table[0]), 4u);
+  EXPECT_EQ(c->block_ref_count(table[2]), 4u);
+  pkv::FreeManyOutcome out;
+  const SeqId gone[] = {SeqId{2}, SeqId{9}, SeqId{3}};
+  c->free_many(gone, out);
+  ASSERT_EQ(out.errors.size(), 1u);
+  EXPECT_EQ(out.errors[0].item, 1u);
+  EXPECT_EQ(c->block_ref_count(table[0]), 2u);
+  EXPECT_EQ(c->validate_unsafe(), "");
+
+  // Truncate S4 back into its second (published, full) block, then append: a copy, and the
+  // cached block still holds the original tokens.
+  ASSERT_TRUE(c->free(SeqId{1}));
+  EXPECT_EQ(c->block_ref_count(table[1]), 1u);
+  ASSERT_EQ(c->truncate(SeqId{4}, 10).value(), 1u);  // 30 tokens: block 2 goes
+  const Tokens x = {777};
+  auto r = c->append(SeqId{4}, x);
+  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(r.value().has_value()) << "an append into a findable block must copy it";
+  EXPECT_EQ(r.value()->src, table[1]);
+  EXPECT_EQ(c->match_prefix(cat(head(p, 32), {1})), 32u);
+  EXPECT_EQ(c->get_sequence(SeqId{4})->num_tokens, 31u);
+  // S4's own chain now continues from token 30 with 777: its block 1 is no longer p's.
+  Tokens mine = cat(head(p, 30), x);
+  for (TokenId t = 0; mine.size() < 32; ++t) {
+    const Tokens one = {5000 + t};
+    ASSERT_TRUE(c->append(SeqId{4}, one));
+    mine.push_back(5000 + t);
+  }
+  EXPECT_EQ(c->commit(SeqId{4}, 32).value(), 1u);
+  EXPECT_EQ(c->match_prefix(cat(mine, {1})), 32u);
+  EXPECT_EQ(c->match_prefix(cat(head(p, 32), {1})), 32u);
+  const SeqId last[] = {SeqId{4}};
+  c->free_many(last, out);
+  EXPECT_TRUE(out.errors.empty());
+  EXPECT_EQ(c->free_block_count(), 32u);
+  EXPECT_EQ(c->validate_unsafe(), "");
+}
+
 }  // namespace
 }  // namespace pkv_test

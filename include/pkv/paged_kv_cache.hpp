@@ -4,7 +4,10 @@
 //   Keeps, for each sequence (request), a block table: the KV blocks holding its tokens, block_size
 //   tokens per block. allocate() registers a prompt, append() grows a sequence, fork() shares all
 //   blocks with a new sequence (copy-on-write), free() gives blocks back, evict() frees a victim
-//   chosen by the eviction strategy, apply_streaming_llm() drops the middle tokens of a sequence.
+//   chosen by the eviction strategy, apply_streaming_llm() drops the middle tokens of a sequence,
+//   truncate() its last tokens (rejected speculative drafts). fork_many() and free_many() are
+//   fork and free for k sequences at once (beam expansion, parallel sampling, beam losers,
+//   finished batches), with one reference-count update per block instead of k.
 //   The names and behaviour are the seed's (Rust `PagedKvCache`), with its defects fixed:
 //     * real copy-on-write: append() never writes into a partly filled block that another sequence
 //       holds; it moves the writer to a fresh block and returns the CopyOp the caller performs;
@@ -20,9 +23,13 @@
 //       in kShards shards (a hash of SeqId; with Options::affinity_shift, the slice of the id's
 //       owner bits, then the hash within it), each an open-addressing table behind a
 //       spin-then-yield lock (one exchange + one release store uncontended); each call locks the
-//       one shard of its sequence (fork locks the two shards of src and dst in address order;
-//       append_batch locks one shard per item, one at a time). Blocks come from a BlockPool whose
-//       fast path touches only the calling thread's magazine (see block_pool.hpp).
+//       one shard of its sequence (append_batch locks one shard per item, one at a time). Calls
+//       that change several shards in one step hold all their locks at once, taken in increasing
+//       address order with each shard once (no deadlock: every holder of two or more shard locks
+//       took them in that one order, and nothing waits for a shard lock while holding a pool
+//       lock): fork the shards of src and dst, fork_many those of src and every dst, free_many
+//       those of up to kFreeManyChunk consecutive ids at a time. Blocks come from a BlockPool
+//       whose fast path touches only the calling thread's magazine (see block_pool.hpp).
 //     * Counters are striped per thread; stats() sums the stripes (exact when quiescent).
 //     * Victim selection is not a scan of every sequence: each shard keeps an index of its
 //       unpinned sequences under the current strategy (LRU: an intrusive recency list, O(1) per
@@ -47,8 +54,10 @@
 //       may be ordered one way by recency and the other by their effect on free blocks
 //       (append_batch stamps every item when the batch starts, so an item may carry a stamp
 //       older than a call that finished before that item ran);
-//       append_batch is one linearizable append per item, not one step for the batch. All are
-//       exact when no other call is in flight.
+//       append_batch is one linearizable append per item, not one step for the batch;
+//       free_many is one linearizable free per item, in order (each chunk of kFreeManyChunk ids
+//       is in fact one step: its shards are all locked while its sequences go). fork_many is one
+//       step (all of its shards locked at once). All are exact when no other call is in flight.
 //     * Derived figures (free_block_count, utilization, needs_eviction, num_sequences, stats,
 //       operator<<) read several words without a common lock: exact whenever no call is in flight,
 //       otherwise a value within the range the concurrent calls could produce.
@@ -57,8 +66,9 @@
 //   Lock-free methods: block_size, total_blocks, block_memory_bytes, total_memory_bytes,
 //   eviction_threshold, free_block_count, used_block_count, utilization, used_memory_bytes,
 //   needs_eviction, num_sequences, stats. Shard-locking methods: allocate, append, append_batch,
-//   free, fork, get_sequence, set_priority, apply_streaming_llm. Shard-scanning methods (one shard
-//   lock at a time): select_eviction_target, evict, evict_to_threshold, sequence_ids, operator<<.
+//   free, free_many, fork, fork_many, truncate, get_sequence, set_priority, apply_streaming_llm.
+//   Shard-scanning methods (one shard lock at a time): select_eviction_target, evict,
+//   evict_to_threshold, sequence_ids, operator<<.
 //   pin, unpin and copy_done lock the sequence's shard.
 //
 // Memory ordering
@@ -101,6 +111,9 @@
 //   allocate(seq, 0) registers a sequence with no blocks. append(seq, 0) succeeds, takes no block,
 //   returns no CopyOp and counts as an access (recency and LFU). apply_streaming_llm with
 //   sink + window >= num_tokens returns 0 and changes nothing; sink + window == 0 is rejected.
+//   fork_many(src, {}) checks src and changes nothing. free_many({}) does nothing. truncate(seq,
+//   0) changes nothing; truncate(seq, num_tokens) keeps the sequence with no tokens and no blocks.
+//   truncate is not an access (recency and LFU stay).
 #pragma once
 
 #include <atomic>
@@ -293,11 +306,49 @@ class PagedKvCache {
   /// How many sequences hold block `b` (the pool's count for blocks of count-mode sequences, the
   /// prefix cache's holder count for those of token-mode ones). For tests and inspection.
   std::size_t block_ref_count(BlockId b) const noexcept;
+  /// free_many takes ids in chunks of this many: each chunk's shards are locked at once.
+  static constexpr std::size_t kFreeManyChunk = 32;
+  /// free(seqs[i]) for i = 0, 1, ... in that order (beam losers, a finished batch). `out`
+  /// (cleared first, capacity kept) lists the items that failed with the Error that call would
+  /// return (sequence_not_found for an unknown id, or for an id already freed by an earlier item);
+  /// every other item was freed. A failed item does not stop the others. The difference from
+  /// separate calls is cost: the ids go in chunks of kFreeManyChunk; a chunk locks its shards at
+  /// once (address order), removes its sequences, and drops the references of all of them with
+  /// one count update per distinct block (a block that m of them hold loses m references in one
+  /// step), then unlocks. Blocks are released before those locks are dropped, as with free: a
+  /// caller that sees a sequence gone also sees its blocks free. Takes the shard locks of a chunk.
+  void free_many(std::span<const SeqId> seqs, FreeManyOutcome& out);
+  FreeManyOutcome free_many(std::span<const SeqId> seqs) {
+    FreeManyOutcome out;
+    free_many(seqs, out);
+    return out;
+  }
 
   /// Creates `dst` sharing every block of `src` (reference counts up, no block taken).
   /// Errors: invalid_operation for src == dst ("Cannot fork sequence S<n> onto itself") or an
   /// existing dst ("Destination sequence S<n> already exists"); sequence_not_found for src.
+  /// Takes the shard locks of src and dst (fork_many with one destination).
   Result<void> fork(SeqId src, SeqId dst);
+  /// fork(src, d) for every d of `dsts` in one step, all or nothing (parallel sampling, beam
+  /// expansion): each block of src gains dsts.size() references in one count update. Each child
+  /// is what fork would make (same blocks, tokens and runs, src's priority, access_count 1), and
+  /// the children are stamped as if forked one after another in dsts order. Errors, checked in
+  /// this order, and then nothing changes: invalid_operation "Cannot fork sequence S<n> onto
+  /// itself" if some dst == src; invalid_argument if an id appears twice in dsts or dsts has
+  /// 2^32 - 1 ids or more; invalid_operation "Destination sequence S<n> already exists" for the
+  /// first existing dst; sequence_not_found for src. Takes the shard locks of src and every dst
+  /// at once (address order, each shard once).
+  Result<void> fork_many(SeqId src, std::span<const SeqId> dsts);
+
+  /// Drops the last `num_tokens` tokens of `seq` (rejected speculative-decoding drafts; as
+  /// TensorRT-LLM's rewindKVCache) and returns how many blocks left its table. Blocks that hold
+  /// no kept token are released (one reference each, under the shard lock, as free); a kept block
+  /// stays as it is, shared or not (no copy): the next append into a kept partly filled block that
+  /// is shared copies it first, as after fork. After StreamingLLM the token runs are cut from the
+  /// end: the newest kept tokens go first, the dead slots between runs stay dead, and a run that
+  /// loses all its tokens is gone. Not an access: recency and LFU count stay.
+  /// Errors: sequence_not_found; invalid_argument when num_tokens exceeds the sequence's length.
+  Result<std::size_t> truncate(SeqId seq, std::size_t num_tokens);
 
   /// A snapshot copy of the sequence, or nullopt.
   std::optional<SequenceInfo> get_sequence(SeqId seq) const;

@@ -263,6 +263,24 @@ struct AppendBatchOutcome {
   }
 };
 
+/// What one free_many(seqs, out) did: every item freed except those listed in `errors` (in item
+/// order, each with the Error free(seqs[i]) would have returned at that point: an unknown id, or
+/// an id named again after its first occurrence freed it). Reuse one object across calls:
+/// free_many clears it and keeps the capacity.
+struct FreeManyOutcome {
+  using ItemError = AppendBatchOutcome::ItemError;
+  std::size_t items = 0;  // seqs.size() of the call
+  std::vector<ItemError> errors;
+
+  bool all_freed() const noexcept { return errors.empty(); }
+  /// Item i's outcome, exactly what free(seqs[i]) returns in that order (O(log) lookup). i < items.
+  Result<void> item(std::size_t i) const;
+  void clear() noexcept {
+    items = 0;
+    errors.clear();
+  }
+};
+
 }  // namespace pkv
 
 template <>

@@ -60,8 +60,10 @@ AppendStep PagedKvCache::Impl::append_locked(Shard& sh, Entry& e, std::size_t nu
     // holder of this block locks that holder's shard; the one holder whose next write goes
     // here is `seq`, whose shard we hold. (Two sharers may both copy; never neither.) The cow
     // mutation build (scripts/mutation-check.sh) drops the copy, so the checks must fail.
+    // A findable block is shared with every future hit: after a truncate into it, it copies too.
     const bool cow = !PKV_MUTATION_COW && room > 0 && e.maybe_shared &&
-                     holders(e.blocks.back(), e.token_mode) > 1;
+                     (holders(e.blocks.back(), e.token_mode) > 1 ||
+                      (e.token_mode && prefix_or_null()->findable(e.blocks.back())));
     const std::uint64_t beyond = num_tokens > room ? num_tokens - room : 0;
     const std::uint64_t fresh = beyond / block_size + (beyond % block_size != 0 ? 1 : 0);
     const std::uint64_t need = fresh + (cow ? 1 : 0);

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cache/cache_impl.hpp"
+#include "cache/refcounts.hpp"
 
 namespace pkv {
 
@@ -56,6 +57,16 @@ void PagedKvCache::Impl::retain_blocks(std::span<const BlockId> ids, bool manage
   }
   detail::PrefixCache& pc = *prefix_or_null();
   for (BlockId b : ids) pc.retain(b);
+}
+
+void PagedKvCache::Impl::retain_blocks_n(std::span<const BlockId> ids, std::uint32_t n,
+                                         bool managed) {
+  if (!managed) {
+    (void)detail::retain_n(pool, ids, n);  // every id is held by the caller's sequence
+    return;
+  }
+  detail::PrefixCache& pc = *prefix_or_null();
+  for (BlockId b : ids) pc.retain(b, n);
 }
 
 void PagedKvCache::Impl::release_block(BlockId b, bool managed) {

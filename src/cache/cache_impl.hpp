@@ -1,14 +1,18 @@
 // src/cache/cache_impl.hpp — PagedKvCache's state (PagedKvCache::Impl) and the helpers its calls
 // share; the calls themselves are in the .cpp files next to it, one concern each:
 //   cache.cpp          construction, configuration, pin / copy_done, figures and stats, printing
-//   sequences.cpp      allocate, free, fork, get_sequence, sequence_ids
+//   sequences.cpp      allocate, free, free_many, get_sequence, sequence_ids
+//   fork.cpp           fork and fork_many
 //   append.cpp         append and append_batch
+//   truncate.cpp       truncate (its block release in one helper, truncate_blocks_locked)
 //   eviction.cpp       select_eviction_target, evict, evict_to_threshold
 //   streaming_llm.cpp  apply_streaming_llm over the pure compaction of streaming_llm.hpp
 //   validate.cpp       validate_unsafe and the per-shard validator
 //   prefix.cpp         prefix caching's calls: allocate / append with token ids, commit,
 //                      match_prefix, its figures (over prefix_cache.hpp)
 //   blocks.cpp         taking and dropping blocks for sequences, managed or plain
+// and the helpers of the multi-shard calls: shard_set.hpp (several shard locks in address order),
+// refcounts.hpp (count changes of n per block: retain_n / release_n, and the fold).
 // The cache's accounting (exact whenever no call is in flight):
 //   pool.free_count() + reclaimable + #{ b : holders(b) > 0 } == num_blocks
 //   holders(b) == #{ entries holding b in blocks } + #{ entries holding b in pending }
@@ -138,6 +142,8 @@ struct PagedKvCache::Impl {
   }
   Result<void> acquire_blocks_slow(std::size_t k, std::vector<BlockId>& out, bool managed);
   void retain_blocks(std::span<const BlockId> ids, bool managed);
+  /// n references more to each block (fork_many); managed blocks in one add of n each.
+  void retain_blocks_n(std::span<const BlockId> ids, std::uint32_t n, bool managed);
   void release_block(BlockId b, bool managed);
   void release_blocks(std::span<const BlockId> ids, bool managed);
   std::uint64_t holders(BlockId b, bool managed) const noexcept {
@@ -148,6 +154,9 @@ struct PagedKvCache::Impl {
     const detail::PrefixCache* pc = prefix_or_null();
     return pool.free_count() + (pc != nullptr ? pc->reclaimable() : 0);
   }
+
+  // truncate.cpp
+  std::size_t truncate_blocks_locked(detail::Entry& e, std::size_t keep);
 
   // append.cpp
   detail::AppendStep append_locked(detail::Shard& sh, detail::Entry& e, std::size_t num_tokens,

@@ -47,10 +47,13 @@ struct Entry : ListHook {  // the hook links it into its shard's recency list
   std::uint32_t priority = 0;
   std::uint32_t pins = 0;  // pin() count; pinned entries are not in the victim index
   bool streamed = false;   // StreamingLLM left dead slots in some block
-  // The last block may be held by another sequence too: set by fork (on both sides) and by
-  // StreamingLLM (a kept earlier block may be shared), cleared once append finds the last block
-  // private. While clear, append skips the reference-count read: the last block of this entry
-  // can only become shared through fork of this entry, which holds this shard's lock.
+  // truncate() dropped tokens: a block this entry shares may hold more filled slots for another
+  // holder than for this one (fork passes it on, as it passes `streamed` on).
+  bool truncated = false;
+  // The last block may be held by another sequence too: set by fork (on both sides), by
+  // StreamingLLM and by truncate (a kept earlier block may be shared), cleared once append finds
+  // the last block private. While clear, append skips the reference-count read: the last block of
+  // this entry can only become shared through fork of this entry, which holds this shard's lock.
   bool maybe_shared = false;
   // Allocated with token ids on a prefix-caching cache: its blocks are managed (holder counts in
   // the prefix cache's block states) and appending by count is refused. The count forms' fast

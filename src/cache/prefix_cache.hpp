@@ -95,6 +95,9 @@ class PrefixCache {
   std::uint64_t holders(BlockId b) const noexcept {
     return meta_[b.value].state.load(std::memory_order_relaxed) & kHolders;
   }
+  bool findable(BlockId b) const noexcept {
+    return (meta_[b.value].state.load(std::memory_order_relaxed) & kFindable) != 0;
+  }
   std::uint64_t state(BlockId b) const noexcept {
     return meta_[b.value].state.load(std::memory_order_relaxed);
   }

@@ -1,8 +1,13 @@
-// src/cache/sequences.cpp — a sequence's life outside append: allocate, free, fork, and the
-// snapshots get_sequence and sequence_ids. Each call locks its sequence's shard (fork: two).
+// src/cache/sequences.cpp — a sequence's life outside append and fork: allocate, free and
+// free_many, and the snapshots get_sequence and sequence_ids. Each call locks its sequence's
+// shard (free_many: the shards of a chunk of ids at once).
+#include <algorithm>
+#include <array>
 #include <mutex>
 
 #include "cache/cache_impl.hpp"
+#include "cache/refcounts.hpp"
+#include "cache/shard_set.hpp"
 
 namespace pkv {
 
@@ -49,53 +54,84 @@ Result<void> PagedKvCache::free(SeqId seq) {
   return {};
 }
 
-Result<void> PagedKvCache::fork(SeqId src, SeqId dst) {
-  if (src == dst)
-    return Error::invalid_operation("Cannot fork sequence " + to_string(src) + " onto itself");
+void PagedKvCache::free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) {
   Impl& m = *impl_;
-  Shard& a = m.shard_of(src);
-  Shard& b = m.shard_of(dst);
-  // Two shard locks in address order (one if both ids share a shard): no deadlock with another
-  // fork locking the same pair the other way round.
-  std::unique_lock<ShardLock> l1, l2;
-  if (&a == &b) {
-    l1 = std::unique_lock<ShardLock>(a.mu);
-  } else {
-    Shard* first = &a < &b ? &a : &b;
-    Shard* second = &a < &b ? &b : &a;
-    l1 = std::unique_lock<ShardLock>(first->mu);
-    l2 = std::unique_lock<ShardLock>(second->mu);
+  out.clear();
+  out.errors.reserve(seqs.size());  // room for every item's error before anything changes
+  out.items = seqs.size();
+  // A chunk's tables, moved out of its entries and released before its unlock (their buffers
+  // are freed after it). Lists 0..kFreeManyChunk-1 are block tables, the rest held sources.
+  std::array<std::vector<BlockId>, 2 * kFreeManyChunk> lists;
+  std::array<std::span<const BlockId>, 2 * kFreeManyChunk> spans;
+  std::vector<detail::BlockRefs> refs;  // one entry per distinct block of the chunk
+  std::vector<BlockId> rest;            // fold scratch
+  std::vector<std::uint64_t> fold;      // fold scratch
+  std::vector<std::vector<BlockId>> managed;  // token-mode tables, released one by one
+  for (std::size_t c0 = 0; c0 < seqs.size(); c0 += kFreeManyChunk) {
+    const std::span<const SeqId> chunk =
+        seqs.subspan(c0, std::min(kFreeManyChunk, seqs.size() - c0));
+    std::array<std::uint32_t, kFreeManyChunk> missing;  // items not found (errors built unlocked)
+    std::size_t n_missing = 0;
+    {
+      detail::ShardSetLock locks;
+      for (SeqId id : chunk) locks.add(m.shard_of(id));
+      locks.lock_all();
+      // Room for every reference the chunk may drop (an id named twice counts twice), so that
+      // nothing below allocates once the first sequence is gone.
+      std::size_t room = 0;
+      for (SeqId id : chunk) {
+        if (const Entry* e = m.shard_of(id).map.find_entry(id))
+          room += e->blocks.size() + e->pending.size();
+      }
+      refs.clear();
+      refs.reserve(room);
+      rest.reserve(room);
+      fold.reserve(detail::fold_table_size(room));
+      managed.clear();
+      managed.reserve(chunk.size());
+      std::size_t n_tables = 0, n_held = 0;
+      bool aligned = true;  // every table freed is of a sequence StreamingLLM never touched
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        Shard& sh = m.shard_of(chunk[i]);
+        auto it = sh.map.find(chunk[i]);
+        if (it == sh.map.end()) {  // unknown, or freed by an earlier item
+          missing[n_missing++] = static_cast<std::uint32_t>(i);
+          continue;
+        }
+        if (it->second.token_mode) {
+          // Managed blocks: their holder counts are the prefix cache's; released now, tail
+          // first, like free() (the folded pool release below is for plain blocks).
+          managed.push_back(sh.take_locked(it, [&](std::span<const BlockId> ids, bool mode) {
+            m.release_blocks(ids, mode);
+          }));
+          continue;
+        }
+        aligned = aligned && !it->second.streamed;
+        std::vector<BlockId>& held = lists[kFreeManyChunk + n_held];
+        sh.take_tables_locked(it, lists[n_tables], held);
+        spans[n_tables] = lists[n_tables];
+        ++n_tables;
+        if (!held.empty()) spans[kFreeManyChunk + n_held++] = held;
+      }
+      if (n_tables == 1 && n_held == 0) {
+        // One table: its blocks are distinct already.
+        (void)m.pool.release(spans[0]);
+      } else if (n_tables > 0) {
+        // One count update per distinct block. Held copy sources (hold_copy_sources) join the
+        // lists after the tables; they were blocks of some table at any index, so with them the
+        // index compare does not apply and everything goes through the hash fold.
+        std::move(spans.begin() + kFreeManyChunk, spans.begin() + kFreeManyChunk + n_held,
+                  spans.begin() + n_tables);
+        detail::fold_tables(
+            std::span<const std::span<const BlockId>>(spans.data(), n_tables + n_held),
+            aligned && n_held == 0, refs, rest, fold);
+        detail::release_n(m.pool, refs);
+      }
+      for ([[maybe_unused]] Shard* sh : locks.shards()) PKV_ASSERT_EXPENSIVE(m.validate_shard(*sh));
+    }
+    for (std::size_t j = 0; j < n_missing; ++j)
+      out.errors.push_back({c0 + missing[j], Error::sequence_not_found(chunk[missing[j]])});
   }
-  if (b.map.contains(dst))
-    return Error::invalid_operation("Destination sequence " + to_string(dst) + " already exists");
-  auto it = a.map.find(src);
-  if (it == a.map.end()) return Error::sequence_not_found(src);
-  Entry& s = it->second;
-  m.retain_blocks(s.blocks, s.token_mode);
-  Entry d(dst);
-  d.blocks = s.blocks;
-  d.runs = s.runs;
-  d.end_slot = s.end_slot;
-  d.num_tokens = s.num_tokens;
-  d.priority = s.priority;  // a beam or sample inherits its request's priority
-  d.streamed = s.streamed;
-  d.maybe_shared = s.maybe_shared = true;  // both now hold the same last block
-  if (s.token_mode) {  // the child continues the same chain of hashes
-    d.token_mode = true;
-    d.publishing = s.publishing;
-    d.tokens = s.tokens;
-    d.hashes = s.hashes;
-    d.salt_root = s.salt_root;
-    d.committed = s.committed;
-    d.published = s.published;
-  }
-  d.last_access = m.tick();
-  d.access_count = 1;
-  b.insert_locked(dst, std::move(d));
-  PKV_ASSERT_EXPENSIVE(m.validate_shard(a));
-  PKV_ASSERT_EXPENSIVE(m.validate_shard(b));
-  m.my_stripe().forks.fetch_add(1, std::memory_order_relaxed);  // striped statistic
-  return {};
 }
 
 std::optional<SequenceInfo> PagedKvCache::get_sequence(SeqId seq) const {

@@ -97,14 +97,29 @@ struct alignas(kCacheLine) Shard {
   template <class Release>
   std::vector<BlockId> take_locked(Map::iterator it, Release&& release) {
     Entry& e = it->second;
-    index_erase(e);
     const bool managed = e.token_mode;
     std::vector<BlockId> blocks = std::move(e.blocks);
     blocks.insert(blocks.end(), e.pending.begin(), e.pending.end());
-    map.erase(it);
-    size.store(map.size(), std::memory_order_relaxed);  // relaxed: a figure (num_sequences)
+    e.pending.clear();
+    detach_locked(it);
     release(std::span<const BlockId>(blocks), managed);
     return blocks;
+  }
+  /// take_locked without the release (free_many folds the releases of several sequences): moves
+  /// the sequence's block table into `blocks` and its held copy sources into `pending` (no
+  /// allocation), removes it from index and map. The caller releases them before it unlocks.
+  void take_tables_locked(Map::iterator it, std::vector<BlockId>& blocks,
+                          std::vector<BlockId>& pending) {
+    Entry& e = it->second;
+    blocks = std::move(e.blocks);
+    pending = std::move(e.pending);
+    detach_locked(it);
+  }
+  /// Removes the sequence at `it` from index and map (its references must be moved out first).
+  void detach_locked(Map::iterator it) {
+    index_erase(it->second);
+    map.erase(it);
+    size.store(map.size(), std::memory_order_relaxed);  // relaxed: a figure (num_sequences)
   }
   /// Switches the index to strategy `k` (set_eviction_strategy).
   void rebuild(VictimIndex::Kind k) {

@@ -84,7 +84,7 @@ std::string PagedKvCache::validate_unsafe() const {
   if (std::string e = m.pool.validate_unsafe(); !e.empty()) return "pool: " + e;
   struct Holder {
     std::uint64_t fill;
-    bool streamed;
+    bool dropped;  // the holder dropped tokens (StreamingLLM, truncate): its fill may be lower
     bool managed;
   };
   std::unordered_map<std::uint32_t, std::vector<Holder>> holders;
@@ -96,7 +96,8 @@ std::string PagedKvCache::validate_unsafe() const {
       for (std::size_t b = 0; b < e.blocks.size(); ++b) {
         const std::uint64_t fill =
             b + 1 < e.blocks.size() ? block_size_ : e.next_slot() - b * block_size_;
-        holders[e.blocks[b].value].push_back(Holder{fill, e.streamed, e.token_mode});
+        holders[e.blocks[b].value].push_back(
+            Holder{fill, e.streamed || e.truncated, e.token_mode});
       }
     }
   }
@@ -111,7 +112,7 @@ std::string PagedKvCache::validate_unsafe() const {
     // A shared block is frozen: every holder that never dropped tokens sees the same fill, so no
     // holder wrote into it after the fork (copy-on-write did its job).
     for (const Holder& h : hs) {
-      if (!h.streamed && !hs.front().streamed && h.fill != hs.front().fill)
+      if (!h.dropped && !hs.front().dropped && h.fill != hs.front().fill)
         return "B" + std::to_string(block) + " is shared with different fills (" +
                std::to_string(h.fill) + " vs " + std::to_string(hs.front().fill) +
                "): a sharer wrote into it";
