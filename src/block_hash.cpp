@@ -60,7 +60,11 @@ class Gathered {
       : size_(parent_bytes + tokens.size_bytes()) {
     std::memcpy(buf_, parent.bytes.data(), parent_bytes);
     if constexpr (kLittleEndian) {
-      if (!tokens.empty()) std::memcpy(buf_ + parent_bytes, tokens.data(), tokens.size_bytes());
+      if (tokens.size() == 16) {  // pkv's usual block: a fixed-size copy the compiler inlines
+        std::memcpy(buf_ + parent_bytes, tokens.data(), 16 * sizeof(TokenId));
+      } else if (!tokens.empty()) {
+        std::memcpy(buf_ + parent_bytes, tokens.data(), tokens.size_bytes());
+      }
     } else {
       for (std::size_t i = 0; i < tokens.size(); ++i) {
         const TokenId t = to_le(tokens[i]);
@@ -214,11 +218,11 @@ std::vector<BlockHash> block_hashes(std::span<const TokenId> tokens, std::size_t
   if (block_size == 0) throw std::invalid_argument("block_hashes: block_size must be positive");
   const std::size_t n = tokens.size() / block_size;
   std::vector<BlockHash> out;
-  out.reserve(n);
-  BlockHash parent = salt_hash(salt, algorithm);
-  for (std::size_t i = 0; i < n; ++i) {
-    parent = chain_hash(parent, tokens.subspan(i * block_size, block_size), algorithm);
-    out.push_back(parent);
+  if (n == 0) return out;
+  out.resize(n);
+  out[0] = chain_hash(salt_hash(salt, algorithm), tokens.first(block_size), algorithm);
+  for (std::size_t i = 1; i < n; ++i) {
+    out[i] = chain_hash(out[i - 1], tokens.subspan(i * block_size, block_size), algorithm);
   }
   return out;
 }
