@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "pkv/detail/cache_line.hpp"
 #include "pkv/pkv.hpp"
 
 namespace pkv_bench {
@@ -36,7 +37,7 @@ using pkv::SeqId;
 inline constexpr std::size_t kBlockSize = 16;
 inline constexpr std::size_t kHeads = 32;
 inline constexpr std::size_t kHeadDim = 128;
-inline constexpr std::size_t kLine = 128;
+inline constexpr std::size_t kLine = pkv::detail::kCacheLine;  // per-thread state padding
 
 // ---- helpers ------------------------------------------------------------------------------------
 
