@@ -68,6 +68,17 @@ Result<std::unique_ptr<BasicBlockPool<Atom>>> BasicBlockPool<Atom>::create(std::
   return std::make_unique<BasicBlockPool>(num_blocks, options);
 }
 
+// Node budget (batch_ > 1). A node is on `full` (holding 1..batch_ free ids), on `empty`, or held
+// by a thread inside a call; a thread holds at most one node at a time, and only while it holds
+// its slot lock (or, in the slow path, every slot lock). Every node on `full` holds exactly batch_
+// ids except partial ones, which are made only by a push of ids that are not a multiple of
+// batch_: the initial fill and a slow path (each leaves at most one, and the slow path first takes
+// every node) and a failed refill's give-back (at most one per thread, which then runs the slow
+// path before its call returns). So at any instant
+//     nodes holding ids <= capacity / batch_ + 1 + kSlots (partials)
+//     nodes held        <= kSlots
+// and num_nodes_ = ceil(capacity / batch_) + 2 * kSlots + 2 leaves `empty` never empty when a
+// thread needs a node. With batch_ == 1, node b always holds block b and is never retired.
 template <template <class> class Atom>
 BasicBlockPool<Atom>::BasicBlockPool(std::size_t num_blocks, Options options)
     : capacity_(num_blocks),
@@ -76,19 +87,27 @@ BasicBlockPool<Atom>::BasicBlockPool(std::size_t num_blocks, Options options)
   if (auto e = detail::pool_config_error(num_blocks, options.magazine_size))
     throw std::invalid_argument(e->message());
   meta_ = std::make_unique<BlockMeta[]>(capacity_);
-  // The stack starts as batches [0, B), [B, 2B), ... from the top, so a fresh pool hands out
-  // B0, B1, ... and each thread's first magazine is a contiguous run of ids.
-  for (std::size_t i = 0; i < capacity_; ++i) {
-    const std::size_t batch_end = (i / batch_ + 1) * batch_;
-    meta_[i].next.store(
-        i + 1 < std::min(batch_end, capacity_) ? static_cast<std::uint32_t>(i + 1) : kNil,
-        std::memory_order_relaxed);
-    meta_[i].below.store(batch_end < capacity_ ? static_cast<std::uint32_t>(batch_end) : kNil,
-                         std::memory_order_relaxed);
+  const std::size_t filled = (capacity_ + batch_ - 1) / batch_;  // nodes of the initial fill
+  num_nodes_ = batch_ == 1 ? capacity_ : filled + 2 * kSlots + 2;
+  node_next_ = std::make_unique<Atom<std::uint32_t>[]>(num_nodes_);
+  node_data_ = std::make_unique<std::uint32_t[]>(num_nodes_ * (batch_ + 1));
+  // `full` starts as nodes 0, 1, ... holding ids [0, B), [B, 2B), ..., so a fresh pool hands out
+  // B0, B1, ... and each thread's first magazines are contiguous runs of ids. The rest are spare.
+  for (std::size_t n = 0; n < num_nodes_; ++n) {
+    std::uint32_t* d = node_data(static_cast<std::uint32_t>(n));
+    const std::size_t first = n * batch_;
+    d[0] = n < filled ? static_cast<std::uint32_t>(std::min<std::size_t>(batch_, capacity_ - first))
+                      : 0;
+    for (std::uint32_t j = 0; j < d[0]; ++j) d[1 + j] = static_cast<std::uint32_t>(first + j);
+    const bool last_of_its_stack = n + 1 == filled || n + 1 == num_nodes_;
+    node_next_[n].store(last_of_its_stack ? kNil : static_cast<std::uint32_t>(n + 1),
+                        std::memory_order_relaxed);
   }
   shared_.count.store(static_cast<std::int64_t>(capacity_), std::memory_order_relaxed);
-  shared_.head.store(pack(0, 0), std::memory_order_relaxed);
-  if (magazine_ > 0) slots_ = std::make_unique<Slot[]>(kMaxCachedThreads);
+  shared_.full.store(pack(0, 0), std::memory_order_relaxed);
+  shared_.empty.store(pack(filled < num_nodes_ ? static_cast<std::uint32_t>(filled) : kNil, 0),
+                      std::memory_order_relaxed);
+  if (magazine_ > 0) slots_ = std::make_unique<Slot[]>(kSlots);
 }
 
 template <template <class> class Atom>
@@ -97,8 +116,8 @@ BasicBlockPool<Atom>::~BasicBlockPool() = default;
 template <template <class> class Atom>
 typename BasicBlockPool<Atom>::Slot* BasicBlockPool<Atom>::my_slot() noexcept {
   if (!slots_) return nullptr;
-  std::uint32_t i = detail::thread_index();
-  return i < kMaxCachedThreads ? &slots_[i] : nullptr;
+  // Threads beyond kMaxCachedThreads share the last slot (its lock serialises them).
+  return &slots_[std::min<std::size_t>(detail::thread_index(), kMaxCachedThreads)];
 }
 
 template <template <class> class Atom>
@@ -111,65 +130,74 @@ void BasicBlockPool<Atom>::unlock(Slot& s) noexcept {
   s.lock.unlock();  // publishes items/count to the next holder (release)
 }
 
-// ---- shared stack of batches ----
+// ---- nodes and the two stacks ----
 //
-// Stack order: the top batch's blocks along `next`, then (at its kNil) the batch `below` names, and
-// so on down to a `below` of kNil. Links of stacked blocks change only while the blocks are off the
-// stack (their owner relinks them before a push), and every head change bumps the tag, so an
-// unchanged head word means an unchanged stack: a walk from a head that a CAS then confirms read
-// a consistent snapshot, even though its loads were relaxed and raced with owners relinking.
+// A node's link changes only while the node is off its stack (its holder relinks it before a
+// push), and every head change bumps the tag, so an unchanged head word means an unchanged stack:
+// links read from a head that a CAS then confirms were a consistent snapshot, even though the
+// loads were relaxed and raced with holders relinking. A node's data (count, ids) is plain memory:
+// only its holder reads or writes it, ordered by the release push / acquire pop that passed it on.
 
 template <template <class> class Atom>
 template <class Next>
-bool BasicBlockPool<Atom>::update_head(std::memory_order success, Next&& next) noexcept {
+bool BasicBlockPool<Atom>::update_head(Atom<std::uint64_t>& head, std::memory_order success,
+                                       Next&& next) noexcept {
 #if PKV_DEBUG_LOCKED_FREELIST
   (void)success;
-  std::lock_guard<detail::BasicSpinLock<Atom>> g(shared_.lock);  // orders the stack's users
-  const std::uint64_t h = shared_.head.load(std::memory_order_relaxed);
+  std::lock_guard<detail::BasicSpinLock<Atom>> g(shared_.lock);  // orders every stack user
+  const std::uint64_t h = head.load(std::memory_order_relaxed);
   const std::optional<std::uint64_t> n = next(h);
-  if (n) shared_.head.store(*n, std::memory_order_relaxed);
+  if (n) head.store(*n, std::memory_order_relaxed);
   return n.has_value();
 #else
-  // acquire: the links below the head were stored before the release CAS that pushed them, and
-  // every later head change is an RMW, so this load synchronises with all those pushes.
-  std::uint64_t h = shared_.head.load(std::memory_order_acquire);
+  // acquire: the links and data of stacked nodes were written before the release CAS that
+  // pushed them, and every later head change is an RMW, so this load synchronises with them.
+  std::uint64_t h = head.load(std::memory_order_acquire);
   for (;;) {
     const std::optional<std::uint64_t> n = next(h);
     if (!n) return false;
     // acquire on failure: the reloaded head's links must be visible to the next attempt.
-    if (shared_.head.compare_exchange_weak(h, *n, success, std::memory_order_acquire)) return true;
+    if (head.compare_exchange_weak(h, *n, success, std::memory_order_acquire)) return true;
   }
 #endif
 }
 
 template <template <class> class Atom>
-std::uint32_t BasicBlockPool<Atom>::stack_next(std::uint32_t cur) const noexcept {
-  // relaxed: links are published by the push CAS and validated by the caller's head CAS.
-  const std::uint32_t n = meta_[cur].next.load(std::memory_order_relaxed);
-  return n != kNil ? n : meta_[cur].below.load(std::memory_order_relaxed);
-}
-
-template <template <class> class Atom>
-std::size_t BasicBlockPool<Atom>::pop_batch(std::uint32_t* out) noexcept {
+std::uint32_t BasicBlockPool<Atom>::pop_node(Atom<std::uint64_t>& head) noexcept {
   std::uint32_t top = kNil;
-  // acq_rel: we take the batch's blocks (acquire their links) and continue the release sequence
-  // of earlier pushes for later poppers.
-  const bool popped = update_head(std::memory_order_acq_rel, [&](std::uint64_t h) {
+  // acq_rel: we take the node (acquire its data) and continue the release sequence of earlier
+  // pushes for later poppers.
+  update_head(head, std::memory_order_acq_rel, [&](std::uint64_t h) {
     top = index_of(h);
     if (top == kNil) return std::optional<std::uint64_t>{};
     // The one link read before the CAS; stale if another thread popped `top` meanwhile, and then
     // the CAS fails (tag).
-    const std::uint32_t below = meta_[top].below.load(std::memory_order_relaxed);
+    const std::uint32_t below = node_next_[top].load(std::memory_order_relaxed);
     return std::optional<std::uint64_t>{pack(below, tag_of(h) + detail::kTagStep)};
   });
-  if (!popped) return 0;
-  // The batch is ours: its links are stable. Bounded by batch_ so a corrupted chain (only possible
-  // in the ABA mutation build) ends in a failed check instead of an overrun.
-  std::size_t n = 0;
-  for (std::uint32_t cur = top; cur != kNil && n < batch_;
-       cur = meta_[cur].next.load(std::memory_order_relaxed)) {
-    out[n++] = cur;
-  }
+  return top;
+}
+
+template <template <class> class Atom>
+void BasicBlockPool<Atom>::push_nodes(Atom<std::uint64_t>& head, std::uint32_t first,
+                                      std::uint32_t last) noexcept {
+  // release: publishes the chain's links and data to whoever pops it.
+  update_head(head, std::memory_order_release, [&](std::uint64_t h) {
+    node_next_[last].store(index_of(h), std::memory_order_relaxed);  // released by the CAS
+    return std::optional<std::uint64_t>{pack(first, tag_of(h) + detail::kTagStep)};
+  });
+}
+
+template <template <class> class Atom>
+std::size_t BasicBlockPool<Atom>::pop_batch(std::uint32_t* out) noexcept {
+  const std::uint32_t node = pop_node(shared_.full);
+  if (node == kNil) return 0;
+  const std::uint32_t* d = node_data(node);
+  // Bounded by batch_ so a corrupted node (only possible in the ABA mutation build, where two
+  // threads may hold one node) cannot overrun `out`.
+  const std::size_t n = std::min<std::uint32_t>(d[0], batch_);
+  std::memcpy(out, d + 1, n * sizeof(std::uint32_t));
+  if (batch_ > 1) push_nodes(shared_.empty, node, node);
   shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);  // a statistic
   return n;
 }
@@ -177,20 +205,20 @@ std::size_t BasicBlockPool<Atom>::pop_batch(std::uint32_t* out) noexcept {
 template <template <class> class Atom>
 std::size_t BasicBlockPool<Atom>::pop_exact(std::size_t n, std::uint32_t* out,
                                             std::size_t* seen) noexcept {
+  assert(batch_ == 1 && "exact pops walk nodes of one block each");
   for (;;) {
     std::uint64_t snapshot = 0;
     std::size_t len = 0;
-    // acq_rel: as pop_batch.
-    const bool popped = update_head(std::memory_order_acq_rel, [&](std::uint64_t h) {
+    // acq_rel: as pop_node.
+    const bool popped = update_head(shared_.full, std::memory_order_acq_rel, [&](std::uint64_t h) {
       snapshot = h;
       len = 0;
       std::uint32_t cur = index_of(h);
-      // May read links of blocks popped meanwhile (stale, but always an index or kNil); the CAS
-      // then fails. Stopping inside a batch leaves its rest on top: its blocks' `below` is that of
-      // the whole batch, so the rest is a well-formed batch without any write.
+      // May read links of nodes popped meanwhile (stale, but always an index or kNil); the CAS
+      // then fails.
       while (cur != kNil && len < n) {
-        out[len++] = cur;
-        cur = stack_next(cur);
+        out[len++] = cur;  // node b holds block b
+        cur = node_next_[cur].load(std::memory_order_relaxed);
       }
       if (len < n) return std::optional<std::uint64_t>{};
       return std::optional<std::uint64_t>{pack(cur, tag_of(h) + detail::kTagStep)};
@@ -202,7 +230,7 @@ std::size_t BasicBlockPool<Atom>::pop_exact(std::size_t n, std::uint32_t* out,
     // Too few. With the head still equal to the walked snapshot (tag included) no push or pop
     // happened in between, so the stack held exactly `len` blocks at that instant.
 #if !PKV_DEBUG_LOCKED_FREELIST
-    if (shared_.head.load(std::memory_order_acquire) != snapshot) continue;
+    if (shared_.full.load(std::memory_order_acquire) != snapshot) continue;
 #endif
     if (seen != nullptr) *seen = len;
     return 0;
@@ -212,45 +240,60 @@ std::size_t BasicBlockPool<Atom>::pop_exact(std::size_t n, std::uint32_t* out,
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::push_batches(const std::uint32_t* ids, std::size_t n) noexcept {
   if (n == 0) return;
-  // Batches [0, B), [B, 2B), ... of ids, top first. The links are ours until the CAS publishes
-  // them (relaxed stores, released by the CAS); only the last batch's `below` depends on the head.
-  const std::size_t last = (n - 1) / batch_ * batch_;  // first index of the last batch
-  for (std::size_t start = 0; start < n; start += batch_) {
-    const std::size_t end = std::min<std::size_t>(n, start + batch_);
-    for (std::size_t i = start; i + 1 < end; ++i)
-      meta_[ids[i]].next.store(ids[i + 1], std::memory_order_relaxed);
-    meta_[ids[end - 1]].next.store(kNil, std::memory_order_relaxed);
-    if (start != last) {
-      for (std::size_t i = start; i < end; ++i)
-        meta_[ids[i]].below.store(ids[end], std::memory_order_relaxed);
+  std::uint32_t first = kNil;
+  std::uint32_t last = kNil;
+  if (batch_ == 1) {
+    // Node b is block b's: link the blocks' own nodes in order.
+    for (std::size_t i = 0; i + 1 < n; ++i)
+      node_next_[ids[i]].store(ids[i + 1], std::memory_order_relaxed);  // released by the push
+    first = ids[0];
+    last = ids[n - 1];
+  } else {
+    for (std::size_t start = 0; start < n; start += batch_) {
+      const std::uint32_t node = pop_node(shared_.empty);
+      if (node == kNil) [[unlikely]]
+        detail::assert_failed("spare pool nodes exhausted", "see the node budget", __FILE__,
+                              __LINE__);
+      std::uint32_t* d = node_data(node);
+      d[0] = static_cast<std::uint32_t>(std::min<std::size_t>(batch_, n - start));
+      std::memcpy(d + 1, ids + start, d[0] * sizeof(std::uint32_t));
+      if (last == kNil) {
+        first = node;
+      } else {
+        node_next_[last].store(node, std::memory_order_relaxed);  // released by the push
+      }
+      last = node;
     }
   }
-  // release: makes the link stores visible to whoever pops these blocks.
-  update_head(std::memory_order_release, [&](std::uint64_t h) {
-    for (std::size_t i = last; i < n; ++i)
-      meta_[ids[i]].below.store(index_of(h), std::memory_order_relaxed);  // released by the CAS
-    return std::optional<std::uint64_t>{pack(ids[0], tag_of(h) + detail::kTagStep)};
-  });
+  push_nodes(shared_.full, first, last);
   shared_.count.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);  // a statistic
 }
 
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::take_all_shared(std::vector<std::uint32_t>& out) noexcept {
   std::uint32_t top = kNil;
-  // acq_rel: we take every stacked block and must see their links (acquire).
-  update_head(std::memory_order_acq_rel, [&](std::uint64_t h) {
+  // acq_rel: we take every stacked node and must see their links and data (acquire).
+  update_head(shared_.full, std::memory_order_acq_rel, [&](std::uint64_t h) {
     top = index_of(h);
     if (top == kNil) return std::optional<std::uint64_t>{};
     return std::optional<std::uint64_t>{pack(kNil, tag_of(h) + detail::kTagStep)};
   });
-  std::size_t n = 0;
-  // Ours now: links are stable. Bounded by capacity so a corrupted stack (only possible in the
-  // ABA mutation build) ends in a failed check instead of a hang.
-  for (std::uint32_t cur = top; cur != kNil && n < capacity_; cur = stack_next(cur)) {
-    out.push_back(cur);
-    ++n;
+  // Ours now: links are stable. Bounded by the node count so a corrupted stack (only possible in
+  // the ABA mutation build) ends in a failed check instead of a hang.
+  std::size_t blocks = 0;
+  std::size_t nodes = 0;
+  std::uint32_t last = kNil;
+  for (std::uint32_t cur = top; cur != kNil && nodes < num_nodes_;
+       cur = node_next_[cur].load(std::memory_order_relaxed)) {
+    const std::uint32_t* d = node_data(cur);
+    const std::size_t c = std::min<std::uint32_t>(d[0], batch_);
+    out.insert(out.end(), d + 1, d + 1 + c);
+    blocks += c;
+    ++nodes;
+    last = cur;
   }
-  shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+  if (batch_ > 1 && top != kNil) push_nodes(shared_.empty, top, last);  // the chain as it is
+  shared_.count.fetch_sub(static_cast<std::int64_t>(blocks), std::memory_order_relaxed);
 }
 
 // ---- statistics ----
@@ -279,10 +322,10 @@ std::size_t BasicBlockPool<Atom>::free_count() const noexcept {
   std::int64_t c = shared_.count.load(std::memory_order_relaxed);
   if (slots_) {
     // Slots at or above the high-water mark were never used by any thread: their count is 0.
-    std::size_t used = std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
-    for (std::size_t i = 0; i < used; ++i) {
-      c += slots_[i].count.load(std::memory_order_relaxed);
-    }
+    const std::size_t used =
+        std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
+    for (std::size_t i = 0; i < used; ++i) c += slots_[i].count.load(std::memory_order_relaxed);
+    c += slots_[kMaxCachedThreads].count.load(std::memory_order_relaxed);  // the shared slot
   }
   if (c < 0) return 0;
   return std::min(static_cast<std::size_t>(c), capacity_);
@@ -294,7 +337,7 @@ std::uint64_t BasicBlockPool<Atom>::sum_stripes(Counter Slot::*slot_counter,
                                                 const Counter& overflow) const noexcept {
   std::uint64_t t = overflow.load(std::memory_order_relaxed);
   if (slots_) {
-    for (std::size_t i = 0; i < kMaxCachedThreads; ++i)
+    for (std::size_t i = 0; i < kSlots; ++i)
       t += (slots_[i].*slot_counter).load(std::memory_order_relaxed);
   }
   return t;
@@ -424,7 +467,7 @@ Result<void> BasicBlockPool<Atom>::acquire(std::size_t k, std::vector<BlockId>& 
       return {};
     }
     // Without magazines the shared stack is every free block: the snapshot is the answer.
-    if (!slots_) return Error::out_of_memory(k, seen);
+    return Error::out_of_memory(k, seen);
   }
   return acquire_slow(k, out);
 }
@@ -442,25 +485,29 @@ Result<void> BasicBlockPool<Atom>::acquire_slow(std::size_t k, std::vector<Block
     return Error::out_of_memory(k, seen);
   }
   overflow_.slow_paths.fetch_add(1, std::memory_order_relaxed);  // a statistic
-  // Freeze every magazine in use (index order: two slow paths cannot deadlock; fast paths never
-  // wait while holding their own lock), then take the whole shared stack with one CAS. Slots at
-  // or above the thread-index high-water mark belong to no thread that ever existed, so they are
-  // empty; if the mark rose meanwhile (a new thread), freeze its slots too and take the stack
-  // again. A slot's owner moves blocks to and from the stack only under its slot lock and
-  // slot-less threads move exactly what they take or free in one CAS, so at the last take the free
-  // blocks are exactly the taken stack plus the frozen magazines: that CAS is the linearization
-  // point, and nothing free is stranded outside the view.
+  // Freeze every magazine in use, then take the whole shared stack with one CAS. Slots are locked
+  // in index order, the slot shared by threads beyond kMaxCachedThreads after the first pass; every
+  // slow path starts with slot 0, which serialises slow paths (no deadlock), and fast paths never
+  // wait while holding their own lock. Slots at or above the thread-index high-water mark belong
+  // to no thread that ever existed, so they are empty; if the mark rose meanwhile (a new thread),
+  // freeze its slots too and take the stack again. Threads hold blocks in transit (a popped node,
+  // a failed refill's give-back) only under their slot lock, so at the last take the free blocks
+  // are exactly the taken stack plus the frozen magazines: that CAS is the linearization point,
+  // and nothing free is stranded outside the view.
+  Slot& shared_slot = slots_[kMaxCachedThreads];
   std::size_t locked = 0;
   std::vector<std::uint32_t> list;
   for (;;) {
     const std::size_t hw =
         std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
+    const bool first_pass = locked == 0;
     for (; locked < hw; ++locked) lock(slots_[locked]);
+    if (first_pass) lock(shared_slot);
     take_all_shared(list);
     if (std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water()) == locked)
       break;
   }
-  std::size_t total = list.size();
+  std::size_t total = list.size() + shared_slot.count.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < locked; ++i) total += slots_[i].count.load(std::memory_order_relaxed);
 
   Result<void> result;
@@ -483,12 +530,14 @@ Result<void> BasicBlockPool<Atom>::acquire_slow(std::size_t k, std::vector<Block
       s.count.store(c - take, std::memory_order_relaxed);
       need -= take;
     };
-    if (mine != nullptr && need > 0) take_from(*mine);
+    if (need > 0) take_from(*mine);
     for (std::size_t i = 0; i < locked && need > 0; ++i)
       if (&slots_[i] != mine) take_from(slots_[i]);
+    if (need > 0 && mine != &shared_slot) take_from(shared_slot);
     assert(need == 0);
-    count_acquired(mine, k);  // mine is locked by us (or null: overflow counter)
+    count_acquired(mine, k);  // mine is locked by us
   }
+  unlock(shared_slot);
   for (std::size_t i = locked; i-- > 0;) unlock(slots_[i]);
   return result;
 }
@@ -654,27 +703,39 @@ std::string BasicBlockPool<Atom>::validate_unsafe() const {
     ++free_total;
     return {};
   };
+  // `full`: nodes of 1..batch_ ids, at most one of them partial (see the node budget); `empty`:
+  // the other nodes (batch_ > 1), so no node is lost; with batch_ == 1, node b holds block b.
   std::size_t listed = 0;
-  for (std::uint32_t top = index_of(shared_.head.load(std::memory_order_relaxed)); top != kNil;) {
-    // One batch: 1..batch_ blocks along `next`, every one naming the same batch below.
-    const std::uint32_t below = meta_[top].below.load(std::memory_order_relaxed);
-    std::size_t len = 0;
-    for (std::uint32_t cur = top; cur != kNil;
-         cur = meta_[cur].next.load(std::memory_order_relaxed)) {
-      if (std::string e = mark(cur, "shared stack"); !e.empty()) return e;
-      if (++listed > capacity_) return "shared stack has a cycle";
-      if (++len > batch_)
-        return "a batch on the shared stack holds more than " + std::to_string(batch_) + " blocks";
-      if (meta_[cur].below.load(std::memory_order_relaxed) != below)
-        return "B" + std::to_string(cur) + " names another batch below than its batch's top";
+  std::size_t nodes = 0;
+  std::size_t partial = 0;
+  for (std::uint32_t cur = index_of(shared_.full.load(std::memory_order_relaxed)); cur != kNil;
+       cur = node_next_[cur].load(std::memory_order_relaxed)) {
+    if (cur >= num_nodes_) return "node index out of range on the shared stack";
+    if (++nodes > num_nodes_) return "shared stack has a cycle";
+    const std::uint32_t* d = node_data(cur);
+    if (d[0] == 0 || d[0] > batch_)
+      return "node " + std::to_string(cur) + " on the shared stack holds " + std::to_string(d[0]) +
+             " ids";
+    if (batch_ == 1 && d[1] != cur) return "node " + std::to_string(cur) + " holds another block";
+    if (d[0] < batch_ && ++partial > 1) return "more than one partial node on the shared stack";
+    for (std::uint32_t j = 0; j < d[0]; ++j)
+      if (std::string e = mark(d[1 + j], "shared stack"); !e.empty()) return e;
+    listed += d[0];
+  }
+  if (batch_ > 1) {
+    for (std::uint32_t cur = index_of(shared_.empty.load(std::memory_order_relaxed)); cur != kNil;
+         cur = node_next_[cur].load(std::memory_order_relaxed)) {
+      if (cur >= num_nodes_) return "node index out of range on the spare stack";
+      if (++nodes > num_nodes_) return "spare stack has a cycle or shares nodes";
     }
-    top = below;
+    if (nodes != num_nodes_)
+      return std::to_string(num_nodes_ - nodes) + " pool nodes are on neither stack";
   }
   if (static_cast<std::int64_t>(listed) != shared_.count.load(std::memory_order_relaxed))
     return "shared stack length " + std::to_string(listed) + " != its count " +
            std::to_string(shared_.count.load(std::memory_order_relaxed));
   if (slots_) {
-    for (std::size_t i = 0; i < kMaxCachedThreads; ++i) {
+    for (std::size_t i = 0; i < kSlots; ++i) {
       const Slot& s = slots_[i];
       std::uint32_t c = s.count.load(std::memory_order_relaxed);
       if (c > 2 * magazine_) return "slot " + std::to_string(i) + " over capacity";

@@ -186,17 +186,17 @@ class BasicBlockPool {
  private:
   static constexpr std::uint32_t kNil = 0xFFFFFFFFu;
   static constexpr std::size_t kLine = detail::kCacheLine;
+  // Slots: one per cached thread, plus one shared by all threads beyond kMaxCachedThreads.
+  static constexpr std::size_t kSlots = kMaxCachedThreads + 1;
 
   struct BlockMeta {
-    Atom<std::uint32_t> refs{0};      // reference count; 0 = free
-    Atom<std::uint32_t> next{kNil};   // next block of its batch (kNil: last); valid while stacked
-    Atom<std::uint32_t> below{kNil};  // top block of the batch below its own; valid while stacked
+    Atom<std::uint32_t> refs{0};  // reference count; 0 = free
   };
   static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
-                "the shared stack head {index, tag} is one lock-free 64-bit word");
+                "a stack head {node, tag} is one lock-free 64-bit word");
   static_assert(sizeof(std::uint32_t) * 2 == sizeof(std::uint64_t),
-                "index and tag fill the 64-bit head exactly");
+                "node index and tag fill the 64-bit head exactly");
 
   struct alignas(kLine) Slot {
     detail::BasicSpinLock<Atom> lock;       // guards the fields below (spin then yield)
@@ -206,12 +206,14 @@ class BasicBlockPool {
     std::uint32_t items[2 * kMaxMagazine];  // guarded by lock
   };
 
+  // Both heads on one line: a flush or refill changes both, one after the other.
   struct alignas(kLine) Shared {
-    Atom<std::uint64_t> head{kNil};    // {index of the top block low 32, tag high 32}
-    Atom<std::int64_t> count{0};       // blocks on the stack; updated after each head change
+    Atom<std::uint64_t> full{kNil};    // {node low 32, tag high 32}: nodes holding free blocks
+    Atom<std::uint64_t> empty{kNil};   // {node, tag}: spare nodes (batch_ > 1 only)
+    Atom<std::int64_t> count{0};       // blocks in nodes on `full`; updated after each change
     detail::BasicSpinLock<Atom> lock;  // used only by the debug_locked_freelist build
   };
-  struct alignas(kLine) Overflow {  // stats of threads without a slot, and of the slow path
+  struct alignas(kLine) Overflow {  // stats of the slot-less calls (magazine_size 0), slow path
     Atom<std::uint64_t> acquired{0};
     Atom<std::uint64_t> released{0};
     Atom<std::uint64_t> slow_paths{0};
@@ -229,25 +231,34 @@ class BasicBlockPool {
   void lock(Slot& s) noexcept;
   static void unlock(Slot& s) noexcept;
 
-  // ---- shared stack of batches ----
-  // Replaces the head with next(h) (a head word, or nullopt to leave it unchanged and return
-  // false), retrying with the current head while a CAS loses; `success` is the CAS's order on
-  // success. In the debug_locked_freelist build: once, under shared_.lock.
+  // ---- nodes and the two stacks (see block_pool_impl.hpp) ----
+  std::uint32_t* node_data(std::uint32_t node) noexcept {  // [count, ids[batch_]]
+    return node_data_.get() + static_cast<std::size_t>(node) * (batch_ + 1);
+  }
+  const std::uint32_t* node_data(std::uint32_t node) const noexcept {
+    return node_data_.get() + static_cast<std::size_t>(node) * (batch_ + 1);
+  }
+  // Replaces `head` with next(h) (a head word, or nullopt to leave it unchanged and return false),
+  // retrying with the current head while a CAS loses; `success` is the CAS's order on success.
+  // In the debug_locked_freelist build: once, under shared_.lock.
   template <class Next>
-  bool update_head(std::memory_order success, Next&& next) noexcept;
-  // Pops the top batch (at most batch_ ids, written to out in chain order); returns how many (0:
-  // the stack was empty). One CAS; reads only the top block's `below` before it.
+  bool update_head(Atom<std::uint64_t>& head, std::memory_order success, Next&& next) noexcept;
+  // Pops the top node of `head` (kNil if empty): one CAS, reading only the node's link before it.
+  std::uint32_t pop_node(Atom<std::uint64_t>& head) noexcept;
+  // Pushes the chain first -> ... -> last (already linked through node_next_) with one CAS.
+  void push_nodes(Atom<std::uint64_t>& head, std::uint32_t first, std::uint32_t last) noexcept;
+  // Pops the top node of `full`, writes its ids to out (at most batch_) and retires the node;
+  // returns how many (0: no node).
   std::size_t pop_batch(std::uint32_t* out) noexcept;
-  // Pops exactly n blocks in one CAS (walking them, splitting a batch if need be), or none: then
-  // returns 0 and sets *seen = how many a consistent snapshot held. It may scribble on out[0..n)
-  // even when it returns 0: trust only the first r entries, r = its return value.
+  // magazine_size 0 only (batch_ == 1, node = block): pops exactly n blocks in one CAS (walking
+  // n links), or none: then returns 0 and sets *seen = how many a consistent snapshot held. It
+  // may scribble on out[0..n) even when it returns 0: trust only the first r entries.
   std::size_t pop_exact(std::size_t n, std::uint32_t* out, std::size_t* seen) noexcept;
-  // Links ids[0..n) into batches of at most batch_ (in order) and pushes them all with one CAS.
+  // Packs ids[0..n) into nodes of batch_ ids (the last may hold fewer) and pushes them on `full`
+  // with one CAS.
   void push_batches(const std::uint32_t* ids, std::size_t n) noexcept;
-  // Takes the whole shared stack with one CAS; appends its ids to out.
+  // Takes the whole `full` stack with one CAS; appends its ids to out and retires its nodes.
   void take_all_shared(std::vector<std::uint32_t>& out) noexcept;
-  // The block after `cur` in stack order: its batch's next, else the batch below's top.
-  std::uint32_t stack_next(std::uint32_t cur) const noexcept;
 
   // Puts freed ids into this thread's slot (flushing batches to the shared stack) or the stack.
   void put_free(const std::uint32_t* ids, std::size_t n) noexcept;
@@ -264,9 +275,14 @@ class BasicBlockPool {
 
   const std::size_t capacity_;
   const std::uint32_t magazine_;
-  const std::uint32_t batch_;  // blocks per batch on the shared stack: max(1, magazine_)
+  const std::uint32_t batch_;  // ids per node: max(1, magazine_)
   std::unique_ptr<BlockMeta[]> meta_;
-  std::unique_ptr<Slot[]> slots_;  // kMaxCachedThreads slots, or none when magazine_ == 0
+  // Nodes: with batch_ == 1 node b is block b's own (never retired); else enough spare nodes
+  // that the `empty` stack never runs dry (the bound is in block_pool_impl.hpp).
+  std::size_t num_nodes_ = 0;
+  std::unique_ptr<Atom<std::uint32_t>[]> node_next_;  // stack link, valid while stacked
+  std::unique_ptr<std::uint32_t[]> node_data_;        // per node: count, then ids
+  std::unique_ptr<Slot[]> slots_;                     // kSlots slots, or none when magazine_ == 0
   Shared shared_;
   Overflow overflow_;
 };
