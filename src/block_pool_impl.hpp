@@ -560,6 +560,11 @@ Result<void> BasicBlockPool<Atom>::retain(BlockId id, std::uint32_t n) {
 }
 
 template <template <class> class Atom>
+Result<void> BasicBlockPool<Atom>::retain(BlockId id) {
+  return retain(id, 1);
+}
+
+template <template <class> class Atom>
 Result<void> BasicBlockPool<Atom>::retain(std::span<const BlockId> ids, std::uint32_t n) {
   for (BlockId id : ids) {
     if (id.value >= capacity_) return Error::block_not_found(id);
@@ -602,7 +607,7 @@ void BasicBlockPool<Atom>::put_free(const std::uint32_t* ids, std::size_t n) noe
 }
 
 template <template <class> class Atom>
-int BasicBlockPool<Atom>::drop_refs(std::uint32_t id, std::uint32_t n) noexcept {
+inline int BasicBlockPool<Atom>::drop_refs(std::uint32_t id, std::uint32_t n) noexcept {
   Atom<std::uint32_t>& refs = meta_[id].refs;
   // acquire: if these are the last references, the earlier holders' acq_rel drops happened before.
   std::uint32_t r = refs.load(std::memory_order_acquire);
@@ -634,6 +639,17 @@ Result<bool> BasicBlockPool<Atom>::release(BlockId id, std::uint32_t n) {
   if (d == -2)
     return Error::invalid_operation("release of " + std::to_string(n) + " references of " +
                                     to_string(id) + ", which holds fewer");
+  if (d == 0) return false;
+  put_free(&id.value, 1);
+  return true;
+}
+
+template <template <class> class Atom>
+Result<bool> BasicBlockPool<Atom>::release(BlockId id) {
+  // release(id, 1) with the constant folded in: this is the pool's hottest call.
+  if (id.value >= capacity_) return Error::block_not_found(id);
+  const int d = drop_refs(id.value, 1);
+  if (d < 0) return Error::block_not_found(id);
   if (d == 0) return false;
   put_free(&id.value, 1);
   return true;

@@ -6,35 +6,34 @@
 //   count reaches 0 goes back to the free blocks. Usable on its own (PagedKvCache is built on it).
 //
 // Where free blocks sit
-//   * The shared stack: a lock-free Treiber stack of *batches* (tcmalloc's transfer cache, folly
-//     IndexedMemPool's local lists). A batch is a chain of 1..B blocks, B = max(1, magazine_size),
-//     linked through `next`; every block of a batch also records `below`, the top block of the
-//     batch under it. Pushing or popping a whole batch is one CAS whatever B is, and the only
-//     link read before that CAS is the top block's `below`, so contention costs O(1) per batch,
-//     not O(blocks).
 //   * Magazine slots: each thread (up to kMaxCachedThreads live threads) owns one slot, an array of
-//     up to 2 * magazine_size free ids. A thread refills its slot with one batch and, when the slot
-//     is full, returns its older half as one batch. acquire/release of a few blocks touch only that
-//     slot and the blocks' own metadata.
+//     up to 2 * magazine_size free ids; threads beyond that share one more slot. acquire/release
+//     of a few blocks touch only the caller's slot and the blocks' reference counts.
+//   * The shared stack (tcmalloc's transfer cache, folly IndexedMemPool's local lists): a
+//     lock-free Treiber stack of *nodes*, each holding an array of up to B = max(1, magazine_size)
+//     free ids. A thread refills its slot by popping one node and, when its slot is full, returns
+//     the older half as one node, so the shared structure moves B blocks per CAS and the only line
+//     read before that CAS is the node's link (no walk over blocks). Spare nodes wait on a second
+//     stack; there are always enough (the budget is in src/block_pool_impl.hpp). With
+//     magazine_size 0 there are no slots and node b holds block b: a Treiber list of blocks.
 //
 // Progress guarantee
-//   * The shared stack is lock-free: a 64-bit head word {index:32, tag:32}, links that are atomics
+//   * The shared stack is lock-free: 64-bit head words {index:32, tag:32}, links that are atomics
 //     accessed relaxed, every head change a CAS that bumps the tag (ABA), no standalone fences.
 //   * A slot is guarded by a spin-then-yield lock that is uncontended except while some thread runs
-//     the slow path below, so the fast path is one uncontended atomic exchange plus one release
-//     store on a line no other thread writes. A thread moves blocks between its slot and the shared
-//     stack only while holding its slot lock, so blocks "in transit" are always behind a slot lock.
+//     the slow path below (or, for the shared slot, another thread beyond kMaxCachedThreads), so
+//     the fast path is one uncontended atomic exchange plus one release store on a line no other
+//     thread writes. A thread holds blocks in transit between its slot and the shared stack only
+//     while holding its slot lock.
 //   * No stranding: when a thread's slot and the shared stack together cannot satisfy a request,
 //     the slow path locks every slot (in index order, so two slow paths cannot deadlock), takes the
 //     whole shared stack with one CAS, and serves the request from everything that is free. So
 //     acquire(k) fails only if fewer than k blocks were free at one instant during the call (its
 //     linearization point: the CAS that empties the shared stack while all slots are frozen).
 //     slow_path_count() says how often this ran.
-//   * Threads beyond kMaxCachedThreads, and pools built with magazine_size 0, use the shared stack
-//     directly (lock-free): they take exactly k blocks in one CAS (walking k blocks, splitting a
-//     batch if need be) and free in one CAS, so they never hold free blocks in transit; they fall
-//     back to the same slow path.
-//   * With the debugging build switch -Ddebug_locked_freelist=true the shared stack's operations
+//   * Pools built with magazine_size 0 have no slots: acquire(k) takes exactly k blocks from the
+//     shared list in one CAS (walking k links) or reports a consistent snapshot of fewer.
+//   * With the debugging build switch -Ddebug_locked_freelist=true the shared stacks' operations
 //     run under one spin lock instead (same structure, plain head updates), so a failure can be
 //     pinned to the lock-free stack or ruled out.
 //
@@ -42,16 +41,18 @@
 //     free_count() == shared_stack_length + sum(slot.count)
 //     free_count() + |{b : ref_count(b) > 0}| == capacity()
 //     every block with ref_count 0 is in exactly one place: the shared stack or one slot
-//     every batch on the shared stack holds 1..B blocks, all with the same `below`
+//     every node on the shared stack holds 1..B ids, at most one of them fewer than B
+//     nodes on the shared stack + spare nodes == all nodes (B > 1)
 //     total_acquired() - total_released() == used_count()
 //
 // Memory ordering
 //   acquire() publishes a block with a relaxed store of count 1: the caller passes the id to other
 //   threads through its own synchronisation (PagedKvCache: a shard mutex). release() drops the
 //   count with an acq_rel CAS, so the thread that frees a block has seen every write other holders
-//   made before their release. Pushes onto the shared stack are release CASes after the relaxed
-//   `next`/`below` stores they publish; pops load the head with acquire. Every head change is an
-//   RMW, so it continues the release sequence of all earlier pushes.
+//   made before their release. Pushes onto the shared stack are release CASes after the node's
+//   relaxed link store and plain id writes they publish; pops load the head with acquire. Every
+//   head change is an RMW, so it continues the release sequence of all earlier pushes. A node's
+//   ids are read only by the thread that popped it (never on a CAS that may fail).
 //
 // Bad input (an id out of range, releasing or retaining a block whose count is 0) returns
 // Errc::block_not_found and changes nothing; releasing more references than a block holds returns
@@ -130,7 +131,7 @@ class BasicBlockPool {
   Result<void> acquire(std::size_t k, std::vector<BlockId>& out);
 
   /// Adds a reference to a referenced block. Thread-safe, lock-free.
-  Result<void> retain(BlockId id) { return retain(id, 1); }
+  Result<void> retain(BlockId id);
   /// Adds `n` references to a referenced block in one atomic update (fork into n children).
   /// Errc::block_not_found if the id is out of range or the block is free, invalid_operation if
   /// the count would overflow 32 bits; either way nothing changes. n == 0 only checks the id.
@@ -145,7 +146,7 @@ class BasicBlockPool {
 
   /// Drops one reference; returns true when the block went back to the free blocks.
   /// Thread-safe; lock-free except that a freed block is pushed into this thread's slot.
-  Result<bool> release(BlockId id) { return release(id, 1); }
+  Result<bool> release(BlockId id);
   /// Drops `n` references in one atomic update; returns true when the count reached 0 (the block
   /// is free again). Errc::block_not_found if the id is out of range or the block is free,
   /// Errc::invalid_operation if it holds fewer than n references; either way nothing changes.
