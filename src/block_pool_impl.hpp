@@ -26,7 +26,8 @@ namespace detail {
 // (scripts/mutation-check.sh shows the deterministic-schedule test then fails).
 inline constexpr std::uint32_t kTagStep = PKV_MUTATION_ABA ? 0u : 1u;
 
-inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size) {
+inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size,
+                                              std::size_t slot_magazines) {
   if (num_blocks == 0) return Error::invalid_argument("num_blocks must be at least 1");
   if (num_blocks > kPoolMaxBlocks)
     return Error::invalid_argument("num_blocks " + std::to_string(num_blocks) +
@@ -35,7 +36,18 @@ inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_
   if (magazine_size > kPoolMaxMagazine)
     return Error::invalid_argument("magazine_size " + std::to_string(magazine_size) + " exceeds " +
                                    std::to_string(kPoolMaxMagazine));
+  if (slot_magazines < 2 || slot_magazines > kPoolMaxSlotMagazines)
+    return Error::invalid_argument("slot_magazines " + std::to_string(slot_magazines) +
+                                   " is not in 2.." + std::to_string(kPoolMaxSlotMagazines));
   return std::nullopt;
+}
+inline std::optional<Error> pool_config_error(std::size_t num_blocks,
+                                              const BlockPoolOptions& options) {
+  return pool_config_error(num_blocks, options.magazine_size, options.slot_magazines);
+}
+// The checks of num_blocks and magazine_size alone (slot_magazines at its default).
+inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size) {
+  return pool_config_error(num_blocks, magazine_size, BlockPoolOptions{}.slot_magazines);
 }
 
 // A scratch array of n block ids: on the stack for the common sizes, else a per-thread vector
@@ -64,7 +76,7 @@ class IdScratch {
 template <template <class> class Atom>
 Result<std::unique_ptr<BasicBlockPool<Atom>>> BasicBlockPool<Atom>::create(std::size_t num_blocks,
                                                                            Options options) {
-  if (auto e = detail::pool_config_error(num_blocks, options.magazine_size)) return *e;
+  if (auto e = detail::pool_config_error(num_blocks, options)) return *e;
   return std::make_unique<BasicBlockPool>(num_blocks, options);
 }
 
@@ -83,8 +95,9 @@ template <template <class> class Atom>
 BasicBlockPool<Atom>::BasicBlockPool(std::size_t num_blocks, Options options)
     : capacity_(num_blocks),
       magazine_(options.magazine_size),
-      batch_(std::max<std::uint32_t>(1, options.magazine_size)) {
-  if (auto e = detail::pool_config_error(num_blocks, options.magazine_size))
+      batch_(std::max<std::uint32_t>(1, options.magazine_size)),
+      slot_cap_(options.slot_magazines * options.magazine_size) {
+  if (auto e = detail::pool_config_error(num_blocks, options))
     throw std::invalid_argument(e->message());
   meta_ = std::make_unique<BlockMeta[]>(capacity_);
   const std::size_t filled = (capacity_ + batch_ - 1) / batch_;  // nodes of the initial fill
@@ -593,11 +606,11 @@ void BasicBlockPool<Atom>::put_free(const std::uint32_t* ids, std::size_t n) noe
   lock(*s);
   std::uint32_t c = s->count.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < n; ++i) {
-    if (c == 2 * magazine_) {
-      // Full: move the older half to the shared stack as one batch; keep the recently freed half.
+    if (c == slot_cap_) {
+      // Full: move the oldest magazine to the shared stack as one node; keep the recently freed.
       push_batches(s->items, magazine_);
-      std::memmove(s->items, s->items + magazine_, magazine_ * sizeof(std::uint32_t));
-      c = magazine_;
+      c -= magazine_;
+      std::memmove(s->items, s->items + magazine_, c * sizeof(std::uint32_t));
     }
     s->items[c++] = ids[i];
   }
@@ -754,7 +767,7 @@ std::string BasicBlockPool<Atom>::validate_unsafe() const {
     for (std::size_t i = 0; i < kSlots; ++i) {
       const Slot& s = slots_[i];
       std::uint32_t c = s.count.load(std::memory_order_relaxed);
-      if (c > 2 * magazine_) return "slot " + std::to_string(i) + " over capacity";
+      if (c > slot_cap_) return "slot " + std::to_string(i) + " over capacity";
       for (std::uint32_t j = 0; j < c; ++j)
         if (std::string e = mark(s.items[j], "magazine"); !e.empty()) return e;
     }

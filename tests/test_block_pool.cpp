@@ -28,6 +28,11 @@ TEST(BlockPool, st_create_rejects_bad_config) {
   auto mag = BlockPool::create(10, BlockPool::Options{BlockPool::kMaxMagazine + 1});
   ASSERT_FALSE(mag);
   EXPECT_EQ(mag.error().code(), Errc::invalid_argument);
+  for (std::uint32_t bad : {0u, 1u, BlockPool::kMaxSlotMagazines + 1}) {
+    auto slots = BlockPool::create(10, BlockPool::Options{.slot_magazines = bad});
+    ASSERT_FALSE(slots);
+    EXPECT_EQ(slots.error().code(), Errc::invalid_argument);
+  }
   EXPECT_THROW(BlockPool(0), std::invalid_argument);
   auto ok = BlockPool::create(10);
   ASSERT_TRUE(ok);

@@ -7,8 +7,9 @@
 //
 // Where free blocks sit
 //   * Magazine slots: each thread (up to kMaxCachedThreads live threads) owns one slot, an array of
-//     up to 2 * magazine_size free ids; threads beyond that share one more slot. acquire/release
-//     of a few blocks touch only the caller's slot and the blocks' reference counts.
+//     up to slot_magazines * magazine_size free ids; threads beyond that share one more slot.
+//     acquire/release of a few blocks touch only the caller's slot and the blocks' reference
+//     counts.
 //   * The shared stack (tcmalloc's transfer cache, folly IndexedMemPool's local lists): a
 //     lock-free Treiber stack of *nodes*, each holding an array of up to B = max(1, magazine_size)
 //     free ids. A thread refills its slot by popping one node and, when its slot is full, returns
@@ -76,6 +77,7 @@
 namespace pkv {
 
 inline constexpr std::uint32_t kPoolMaxMagazine = 64;
+inline constexpr std::uint32_t kPoolMaxSlotMagazines = 8;
 inline constexpr std::uint32_t kPoolMaxBlocks = 0xFFFFFFFEu;
 
 struct BlockPoolOptions {
@@ -83,6 +85,12 @@ struct BlockPoolOptions {
   /// most kPoolMaxMagazine); 0 turns the per-thread caches off (every call then uses the shared
   /// lock-free stack, in batches of one block).
   std::uint32_t magazine_size = 32;
+  /// A thread's slot holds up to slot_magazines * magazine_size free ids
+  /// (2..kPoolMaxSlotMagazines); when full it returns its oldest magazine to the shared stack. More
+  /// than two lets a slot absorb the ups and downs of one thread's demand (a prompt freed, a longer
+  /// one allocated) without passing blocks, and the cache lines of their reference counts, to other
+  /// threads.
+  std::uint32_t slot_magazines = 8;
 };
 
 /// The pool, parameterised on its atomic type so that tests can run it under a deterministic
@@ -92,14 +100,17 @@ class BasicBlockPool {
  public:
   /// Live threads that get their own magazine slot; later threads use the shared list directly.
   static constexpr std::size_t kMaxCachedThreads = 64;
-  /// Largest magazine_size; a slot holds up to twice this many block ids.
+  /// Largest magazine_size.
   static constexpr std::uint32_t kMaxMagazine = kPoolMaxMagazine;
+  /// Largest slot_magazines.
+  static constexpr std::uint32_t kMaxSlotMagazines = kPoolMaxSlotMagazines;
   /// Ids are 32-bit and 0xFFFFFFFF is the list terminator.
   static constexpr std::uint32_t kMaxBlocks = kPoolMaxBlocks;
 
   using Options = BlockPoolOptions;
 
-  /// Creates a pool; `num_blocks` must be in 1..kMaxBlocks and magazine_size <= kMaxMagazine.
+  /// Creates a pool; `num_blocks` must be in 1..kMaxBlocks, magazine_size <= kMaxMagazine and
+  /// slot_magazines in 2..kMaxSlotMagazines.
   static Result<std::unique_ptr<BasicBlockPool>> create(std::size_t num_blocks, Options options);
   static Result<std::unique_ptr<BasicBlockPool>> create(std::size_t num_blocks) {
     return create(num_blocks, Options{});
@@ -200,11 +211,11 @@ class BasicBlockPool {
                 "node index and tag fill the 64-bit head exactly");
 
   struct alignas(kLine) Slot {
-    detail::BasicSpinLock<Atom> lock;       // guards the fields below (spin then yield)
-    Atom<std::uint32_t> count{0};           // ids in items[]; written under lock
-    Atom<std::uint64_t> acquired{0};        // stats, written under lock (load+store)
-    Atom<std::uint64_t> released{0};        // stats, written under lock (load+store)
-    std::uint32_t items[2 * kMaxMagazine];  // guarded by lock
+    detail::BasicSpinLock<Atom> lock;  // guards the fields below (spin then yield)
+    Atom<std::uint32_t> count{0};      // ids in items[]; written under lock
+    Atom<std::uint64_t> acquired{0};   // stats, written under lock (load+store)
+    Atom<std::uint64_t> released{0};   // stats, written under lock (load+store)
+    std::uint32_t items[kMaxSlotMagazines * kMaxMagazine];  // guarded by lock
   };
 
   // Both heads on one line: a flush or refill changes both, one after the other.
@@ -276,7 +287,8 @@ class BasicBlockPool {
 
   const std::size_t capacity_;
   const std::uint32_t magazine_;
-  const std::uint32_t batch_;  // ids per node: max(1, magazine_)
+  const std::uint32_t batch_;     // ids per node: max(1, magazine_)
+  const std::uint32_t slot_cap_;  // ids a slot holds at most: slot_magazines * magazine_
   std::unique_ptr<BlockMeta[]> meta_;
   // Nodes: with batch_ == 1 node b is block b's own (never retired); else enough spare nodes
   // that the `empty` stack never runs dry (the bound is in block_pool_impl.hpp).

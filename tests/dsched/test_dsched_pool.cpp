@@ -25,7 +25,8 @@ using Pool = pkv::BasicBlockPool<DAtomic>;
 constexpr int kThreads = 3;
 
 struct Config {
-  std::uint32_t magazine;  // 0: the shared stack only (node = block)
+  std::uint32_t magazine;        // 0: the shared stack only (node = block)
+  std::uint32_t slot_magazines;  // a slot holds up to slot_magazines * magazine ids
   std::size_t blocks;
   std::size_t max_k;  // batch acquires take 2..max_k blocks
   int ops;            // per thread
@@ -77,7 +78,8 @@ class FreeTracker {
 // and retain / release of n references on a block it holds; it checks that no block it receives
 // is held by anyone else (exclusive ownership) and that no failed acquire stranded blocks.
 Outcome run_one(std::uint64_t seed, const Config& cfg) {
-  Pool pool(cfg.blocks, Pool::Options{cfg.magazine});
+  Pool pool(cfg.blocks,
+            Pool::Options{.magazine_size = cfg.magazine, .slot_magazines = cfg.slot_magazines});
   std::vector<std::atomic<int>> owner(cfg.blocks);  // not scheduled: the checker's own state
   for (auto& o : owner) o.store(-1);
   FreeTracker tracker(cfg.blocks);
@@ -191,24 +193,38 @@ constexpr std::uint64_t kSeeds = 3000;
 #endif
 
 TEST(DSchedPool, det_shared_list_only) {
-  explore({.magazine = 0, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds);
+  explore({.magazine = 0, .slot_magazines = 2, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds);
 }
 TEST(DSchedPool, det_magazines_of_one) {
-  EXPECT_GT(explore({.magazine = 1, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds), 0u)
+  EXPECT_GT(
+      explore({.magazine = 1, .slot_magazines = 2, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds), 0u)
       << "no schedule reached the no-stranding slow path";
 }
 TEST(DSchedPool, det_magazines_of_two) {
-  EXPECT_GT(explore({.magazine = 2, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds), 0u)
+  EXPECT_GT(
+      explore({.magazine = 2, .slot_magazines = 2, .blocks = 4, .max_k = 2, .ops = 8}, kSeeds), 0u)
       << "no schedule reached the no-stranding slow path";
 }
-// Nodes of two and three ids move between slots and the shared stack (flushes, refills, a failed
+// Longer programs over more blocks (half the seeds each, to bound the run time): nodes of two and
+// three ids move between slots and the shared stack (flushes, refills, a failed
 // refill's give-back, the slow path's repacking), through the spare-node stack.
 TEST(DSchedPool, det_batches_of_two) {
-  EXPECT_GT(explore({.magazine = 2, .blocks = 7, .max_k = 4, .ops = 12}, kSeeds), 0u)
+  EXPECT_GT(
+      explore({.magazine = 2, .slot_magazines = 2, .blocks = 7, .max_k = 4, .ops = 12}, kSeeds / 2),
+      0u)
+      << "no schedule reached the no-stranding slow path";
+}
+// Slots of three magazines: a flush keeps two (the memmove of the newer ids).
+TEST(DSchedPool, det_slots_of_three_magazines) {
+  EXPECT_GT(
+      explore({.magazine = 2, .slot_magazines = 3, .blocks = 9, .max_k = 4, .ops = 12}, kSeeds / 2),
+      0u)
       << "no schedule reached the no-stranding slow path";
 }
 TEST(DSchedPool, det_batches_of_three) {
-  EXPECT_GT(explore({.magazine = 3, .blocks = 8, .max_k = 5, .ops = 12}, kSeeds), 0u)
+  EXPECT_GT(
+      explore({.magazine = 3, .slot_magazines = 2, .blocks = 8, .max_k = 5, .ops = 12}, kSeeds / 2),
+      0u)
       << "no schedule reached the no-stranding slow path";
 }
 
