@@ -22,7 +22,7 @@ namespace pkv {
 
 namespace detail {
 
-// What a CAS on the shared list's head adds to its ABA tag: 1, or 0 in the aba mutation build
+// What a CAS on a shared stack's head adds to its ABA tag: 1, or 0 in the aba mutation build
 // (scripts/mutation-check.sh shows the deterministic-schedule test then fails).
 inline constexpr std::uint32_t kTagStep = PKV_MUTATION_ABA ? 0u : 1u;
 

@@ -13,9 +13,9 @@
 //   * The shared stack (tcmalloc's transfer cache, folly IndexedMemPool's local lists): a
 //     lock-free Treiber stack of *nodes*, each holding an array of up to B = max(1, magazine_size)
 //     free ids. A thread refills its slot by popping one node and, when its slot is full, returns
-//     the older half as one node, so the shared structure moves B blocks per CAS and the only line
-//     read before that CAS is the node's link (no walk over blocks). Spare nodes wait on a second
-//     stack; there are always enough (the budget is in src/block_pool_impl.hpp). With
+//     its oldest magazine as one node, so the shared structure moves B blocks per CAS and the only
+//     line read before that CAS is the node's link (no walk over blocks). Spare nodes wait on a
+//     second stack; there are always enough (the budget is in src/block_pool_impl.hpp). With
 //     magazine_size 0 there are no slots and node b holds block b: a Treiber list of blocks.
 //
 // Progress guarantee
@@ -98,7 +98,7 @@ struct BlockPoolOptions {
 template <template <class> class Atom>
 class BasicBlockPool {
  public:
-  /// Live threads that get their own magazine slot; later threads use the shared list directly.
+  /// Live threads that get their own magazine slot; later threads share one more slot.
   static constexpr std::size_t kMaxCachedThreads = 64;
   /// Largest magazine_size.
   static constexpr std::uint32_t kMaxMagazine = kPoolMaxMagazine;
@@ -165,7 +165,7 @@ class BasicBlockPool {
   Result<bool> release(BlockId id, std::uint32_t n);
 
   /// Drops one reference from each block of `ids` (which the caller owns) and returns the blocks
-  /// that reached count 0 to the free list under one slot lock. Returns how many were freed.
+  /// that reached count 0 to the free blocks under one slot lock. Returns how many were freed.
   /// Ids out of range or at count 0 are reported with Errc::block_not_found after the others
   /// were released; PagedKvCache never passes such ids.
   Result<std::size_t> release(std::span<const BlockId> ids);
