@@ -582,9 +582,11 @@ Result<void> BasicBlockPool<Atom>::retain(std::span<const BlockId> ids, std::uin
   for (BlockId id : ids) {
     if (id.value >= capacity_) return Error::block_not_found(id);
     const std::uint32_t r = meta_[id.value].refs.load(std::memory_order_relaxed);
-    if (r == 0) return Error::block_not_found(id);
-    if (r > 0xFFFFFFFFu - n)
+    // One compare for both errors: r - 1 wraps to the maximum when r == 0 (a free block).
+    if (r - 1 >= 0xFFFFFFFFu - n) [[unlikely]] {
+      if (r == 0) return Error::block_not_found(id);
       return Error::invalid_operation("reference count of " + to_string(id) + " would overflow");
+    }
   }
   if (n == 0) return {};
   for (BlockId id : ids) {
