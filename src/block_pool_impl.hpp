@@ -82,7 +82,8 @@ Result<std::unique_ptr<BasicBlockPool<Atom>>> BasicBlockPool<Atom>::create(std::
 
 // Node budget (batch_ > 1). A node is on `full` (holding 1..batch_ free ids), on `empty`, or held
 // by a thread inside a call; a thread holds at most one node at a time, and only while it holds
-// its slot lock (or, in the slow path, every slot lock). Every node on `full` holds exactly batch_
+// its slot lock (the slow path, which holds every slot lock, takes the whole `full` stack and
+// retires those nodes before it needs a spare one). Every node on `full` holds exactly batch_
 // ids except partial ones, which are made only by a push of ids that are not a multiple of
 // batch_: the initial fill and a slow path (each leaves at most one, and the slow path first takes
 // every node) and a failed refill's give-back (at most one per thread, which then runs the slow
