@@ -65,7 +65,12 @@ void run_gb(benchmark::State& state, const Make& make) {
   const int tid = state.thread_index();
   for (auto _ : state) items += w->step(tid);
   state.SetItemsProcessed(items);
-  if (state.thread_index() == 0) w.reset();
+  if (state.thread_index() == 0) {
+    // Workload counters (e.g. BM_prefill's slow_per_1k_alloc): set by thread 0 only, so
+    // google-benchmark's sum over threads is the workload's value.
+    if constexpr (requires { w->report_counters(state); }) w->report_counters(state);
+    w.reset();
+  }
 }
 
 // ---- running a workload under callgrind ---------------------------------------------------------

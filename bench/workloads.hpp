@@ -159,7 +159,8 @@ class PoolAllocFree final {
 
 // ---- BM_prefill ---------------------------------------------------------------------------------
 // Each thread keeps a ring of kLive prompts: a step frees the oldest and allocates a new prompt of
-// a realistic length (mean ~ 30 blocks). Items = allocate + free calls.
+// a realistic length (mean ~ 30 blocks). Items = allocate + free calls. For pkv, report_counters
+// adds slow_per_1k_alloc: how often the pool's no-stranding slow path ran per 1,000 allocates.
 template <class Cache>
 class Prefill final {
  public:
@@ -185,7 +186,19 @@ class Prefill final {
     }
     slot = s.next++;
     must(cache_->allocate(SeqId{slot}, Lengths::prompts()[s.cursor++]), "prefill allocate");
+    ++s.allocs;
     return items;
+  }
+  /// Called by one thread after every thread has left the timed loop.
+  template <class State>
+  void report_counters(State& state) const {
+    if constexpr (requires { cache_->pool().slow_path_count(); }) {
+      std::uint64_t allocs = 0;
+      for (const auto& t : ts_) allocs += t.v.allocs;
+      const auto slow = static_cast<double>(cache_->pool().slow_path_count());
+      state.counters["slow_per_1k_alloc"] =
+          allocs == 0 ? 0.0 : 1000.0 * slow / static_cast<double>(allocs);
+    }
   }
 
  private:
@@ -194,6 +207,7 @@ class Prefill final {
     std::size_t cursor = 0;
     std::size_t pos = 0;
     std::vector<std::uint64_t> ring;
+    std::uint64_t allocs = 0;
   };
   std::unique_ptr<Cache> cache_;
   std::vector<Padded<T>> ts_;

@@ -193,6 +193,54 @@ TEST_P(BlockPoolMt, mt_churn_with_cross_thread_release) {
   EXPECT_EQ(pool.validate_unsafe(), "");
 }
 
+TEST_P(BlockPoolMt, mt_threads_beyond_the_cached_slots) {
+  // More live threads than kMaxCachedThreads: the later ones share one slot. Each churns, then
+  // keeps some blocks freed into its slot and stays alive; one more thread must still get every
+  // free block (none stranded in the shared slot), and the accounting stays exact.
+  const std::size_t live = BlockPool::kMaxCachedThreads + 8;
+  const std::size_t n = live * 6;
+  BlockPool pool(n, opts());
+  std::latch parked(static_cast<std::ptrdiff_t>(live));
+  std::latch done(1);
+  std::vector<std::thread> ts;
+  std::vector<std::vector<BlockId>> kept(live);
+  for (std::size_t t = 0; t < live; ++t) {
+    ts.emplace_back([&, t] {
+      std::vector<BlockId> mine;
+      for (int i = 0; i < 50; ++i) {
+        mine.clear();
+        if (pool.acquire(1 + (t + i) % 5, mine)) {
+          EXPECT_TRUE(pool.release(std::span<const BlockId>(mine)));
+        }
+      }
+      // Keep 2 blocks, free 2 more into this thread's (possibly shared) slot.
+      EXPECT_TRUE(pool.acquire(4, kept[t]));
+      EXPECT_TRUE(pool.release(kept[t].back()));
+      kept[t].pop_back();
+      EXPECT_TRUE(pool.release(kept[t].back()));
+      kept[t].pop_back();
+      parked.count_down();
+      done.wait();
+      EXPECT_TRUE(pool.release(std::span<const BlockId>(kept[t])));
+    });
+  }
+  parked.wait();
+  const std::size_t free_now = n - 2 * live;
+  EXPECT_EQ(pool.free_count(), free_now);
+  std::thread taker([&] {
+    std::vector<BlockId> all;
+    EXPECT_TRUE(pool.acquire(free_now, all)) << "blocks stranded in a slot";
+    EXPECT_FALSE(pool.acquire());
+    EXPECT_TRUE(pool.release(std::span<const BlockId>(all)));
+  });
+  taker.join();
+  done.count_down();
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(pool.free_count(), n);
+  EXPECT_EQ(pool.total_acquired(), pool.total_released());
+  EXPECT_EQ(pool.validate_unsafe(), "");
+}
+
 INSTANTIATE_TEST_SUITE_P(Magazines, BlockPoolMt, ::testing::Values(0u, 4u, 32u),
                          [](const auto& info) { return "mag" + std::to_string(info.param); });
 
