@@ -36,7 +36,7 @@ std::optional<Error> detail::config_error(std::size_t num_blocks, std::size_t bl
           "block_size x num_heads x head_dim x num_blocks overflows the memory size");
     bytes *= f;
   }
-  if (auto e = detail::pool_config_error(num_blocks, options.pool.magazine_size)) return e;
+  if (auto e = detail::pool_config_error(num_blocks, options.pool)) return e;
   if (options.affinity_shift > 63)
     return Error::invalid_argument("affinity_shift " + std::to_string(options.affinity_shift) +
                                    " is not a bit position of a 64-bit id (0..63)");

@@ -2,11 +2,8 @@
 // drop a block table k times in one go (fork_many, free_many), and the fold that turns the
 // blocks of several freed tables into one count per block.
 //
-// retain_n / release_n are the one place these calls change counts by more than one. They are
-// meant to be one atomic RMW of n per block (the pool's counted retain / release, added in
-// another branch); until then their bodies are the pool's per-reference calls in a loop, so the
-// cache's accounting is the same either way and only the cost differs. Swap the bodies (and
-// nothing else) when the counted forms land.
+// retain_n / release_n are the one place these calls change counts by more than one: one atomic
+// RMW of n per block, through the pool's counted retain / release.
 //
 // Caller holds the shard locks of the tables that own the references (as for every count change
 // in the cache: a count drop happens before the lock of its table's shard is released).
@@ -32,37 +29,17 @@ struct BlockRefs {
 };
 
 /// Adds `n` references to each block of `ids`, which the caller holds at least one reference to
-/// each of (so the pool's check cannot fail and nothing changes on a failure). TODO(counted
-/// form): one fetch_add of n per block; for now n passes of BlockPool::retain(span).
+/// each of (so the pool's check cannot fail and nothing changes on a failure): one atomic add of
+/// n per block (BlockPool::retain(ids, n)).
 inline Result<void> retain_n(BlockPool& pool, std::span<const BlockId> ids, std::uint32_t n) {
-  for (std::uint32_t i = 0; i < n; ++i) {
-    // The first pass fails, having changed nothing, or none does (every block stays referenced).
-    if (Result<void> r = pool.retain(ids); !r) return r;
-  }
-  return {};
+  return pool.retain(ids, n);
 }
 
-/// Drops `r.n` references from each block `r.id` of `refs` (the caller owns them); blocks whose
-/// count reaches 0 go back to the free list. TODO(counted form): one fetch_sub of n per block and
-/// one put_free for the freed ones. For now every reference is dropped by one
-/// BlockPool::release(span) call, in rounds (round i drops one reference from each block with
-/// n > i), so that no two drops of one block are adjacent (as with separate frees), and the
-/// freed blocks go to the free list under one slot lock.
+/// Drops `r.n` references from each block `r.id` of `refs` (the caller owns them): one atomic
+/// sub of n per block (BlockPool::release(id, n)); blocks whose count reaches 0 go back to the
+/// free list.
 inline void release_n(BlockPool& pool, std::span<const BlockRefs> refs) {
-  thread_local std::vector<BlockId> scratch;  // capacity kept across calls
-  std::vector<BlockId>& each = scratch;       // one TLS lookup per call
-  std::size_t total = 0;
-  std::uint32_t rounds = 0;
-  for (const BlockRefs& r : refs) {
-    total += r.n;
-    rounds = std::max(rounds, r.n);
-  }
-  each.resize(total);
-  BlockId* out = each.data();
-  for (std::uint32_t i = 0; i < rounds; ++i)
-    for (const BlockRefs& r : refs)
-      if (r.n > i) *out++ = r.id;
-  (void)pool.release(std::span<const BlockId>(each));  // owned references: never an error
+  for (const BlockRefs& r : refs) (void)pool.release(r.id, r.n);  // owned: never an error
 }
 
 /// Folds the multiset `ids` (the blocks of several tables) into one BlockRefs per distinct block,
