@@ -215,7 +215,17 @@ void read_tokens(PyObject* src, std::vector<pkv::TokenId>& out, const char* what
                          ": expected a sequence of ints or a uint32 array, got " +
                          Py_TYPE(src)->tp_name);
   }
-  for (py::handle item : py::reinterpret_borrow<py::iterable>(src)) push(item.ptr());
+  // Iterating runs Python code (a generator), which may call pkv on this thread and reuse `out`
+  // (thread-local scratch): collect into a local vector and store it at the end.
+  std::vector<pkv::TokenId> local;
+  local.swap(out);
+  local.clear();
+  for (py::handle item : py::reinterpret_borrow<py::iterable>(src)) {
+    push(item.ptr());
+    local.push_back(out.back());
+    out.clear();
+  }
+  out.swap(local);
 }
 
 // A salt: str (its UTF-8 bytes) or bytes; anything else is a TypeError. The view borrows from src.

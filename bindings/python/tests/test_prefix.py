@@ -232,3 +232,17 @@ def test_stubs_name_every_public_method():
         public = {n for n in dir(getattr(pkv, cls)) if not n.startswith("_")} - {"name", "value"}
         assert public <= stubbed[cls], (cls, public - stubbed[cls])
     assert "block_hashes" in functions
+
+
+def test_a_generator_that_calls_pkv_meanwhile_keeps_its_tokens():
+    c = make()
+    c.allocate_tokens(1, PROMPT)
+    c.commit(1, 10)
+
+    def tokens():
+        for t in PROMPT:
+            c.match_prefix([9, 9, 9, 9, 9])  # converts other token ids on this thread meanwhile
+            yield t
+
+    assert c.allocate_tokens(2, tokens()) == 8
+    assert c.match_prefix(t for t in PROMPT) == 8
