@@ -12,6 +12,11 @@
 //     C++ thread-safety contract applies unchanged. Arguments are converted and results built
 //     while the GIL is held.
 //   * repr() and str() of PagedKvCache are the seed's Display form.
+//   * Token ids (prefix caching: allocate_tokens, append_tokens, append_batch_tokens,
+//     match_prefix, block_hashes) are a 1-d uint32 buffer (numpy.uint32) or any sequence /
+//     iterable of ints in 0..2**32-1 (a str is rejected): TypeError for a wrong type, ValueError
+//     for an id >= 2**32, OverflowError for a negative one. A salt is str (its UTF-8 bytes) or
+//     bytes. They get their own *_tokens names: append(seq, n) keeps rejecting a list.
 // Adding a C++ method: one .def line here (with kRelease if it can take time) and one line in
 // pkv.pyi.
 #include <pybind11/numpy.h>
