@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -205,13 +206,59 @@ pkv_eviction_strategy to_c(const pkv::EvictionStrategy& s) noexcept {
   return out;
 }
 
+// As pkv_strategy_kind: read the enum's bytes as an int (a C caller may store any value).
+pkv::Result<pkv::HashAlgorithm> from_c(const pkv_hash_algorithm& a) {
+  static_assert(sizeof(pkv_hash_algorithm) == sizeof(int));
+  int v = 0;
+  std::memcpy(&v, &a, sizeof v);
+  switch (v) {
+    case PKV_HASH_SHA256:
+      return pkv::HashAlgorithm::sha256;
+    case PKV_HASH_XXH3_128:
+      return pkv::HashAlgorithm::xxh3_128;
+    default:
+      return pkv::Error::invalid_argument("unknown hash algorithm " + std::to_string(v));
+  }
+}
+
+pkv_hash_algorithm to_c(pkv::HashAlgorithm a) noexcept {
+  return a == pkv::HashAlgorithm::sha256 ? PKV_HASH_SHA256 : PKV_HASH_XXH3_128;
+}
+
+// A (pointer, length) argument as a span / string_view; NULL is allowed only with length 0.
+#define PKV_ARRAY(ptr, n) \
+  if ((ptr) == nullptr && (n) != 0) return null_arg(#ptr)
+
+std::span<const pkv::TokenId> tokens_of(const uint32_t* p, std::size_t n) noexcept {
+  static_assert(std::is_same_v<pkv::TokenId, uint32_t>);
+  return n == 0 ? std::span<const pkv::TokenId>{} : std::span<const pkv::TokenId>(p, n);
+}
+std::string_view salt_of(const char* p, std::size_t n) noexcept {
+  return n == 0 ? std::string_view{} : std::string_view(p, n);
+}
+
 // Scratch of append_batch, per thread, so a decode step allocates nothing once warm.
 struct BatchScratch {
   std::vector<SeqId> ids;
   std::vector<std::size_t> counts;
   pkv::AppendBatchOutcome outcome;
+  pkv::FreeManyOutcome freed;
 };
 thread_local BatchScratch t_batch;
+
+// Copies an append_batch outcome into the caller's arrays (room for every item: checked by the
+// caller); the first failed item's message becomes the last error message.
+pkv_status write_outcome(const pkv::AppendBatchOutcome& o, pkv_item_copy* copies,
+                         size_t* num_copies, pkv_item_error* errors, size_t* num_errors) noexcept {
+  for (const auto& ic : o.copies) {
+    copies[(*num_copies)++] = {ic.item, {ic.copy.src.value, ic.copy.dst.value}};
+  }
+  for (const auto& ie : o.errors) {
+    errors[(*num_errors)++] = {ie.item, status_of(ie.error.code())};
+  }
+  if (!o.errors.empty()) (void)fail(o.errors.front().error);
+  return PKV_OK;
+}
 
 }  // namespace
 
@@ -250,7 +297,8 @@ const char* pkv_last_error_message(void) {
 pkv_status pkv_cache_options_init(pkv_cache_options* options) {
   PKV_NONNULL(options);
   const pkv::PagedKvCache::Options d{};
-  *options = {d.pool.magazine_size, d.hold_copy_sources, d.affinity_shift};
+  *options = {d.pool.magazine_size, d.hold_copy_sources, d.affinity_shift,
+              d.prefix.enabled,     to_c(d.prefix.hash), d.prefix.verify_tokens};
   return PKV_OK;
 }
 
@@ -263,6 +311,11 @@ pkv_status pkv_cache_create(size_t num_blocks, size_t block_size, size_t num_hea
       o.pool.magazine_size = options->magazine_size;
       o.hold_copy_sources = options->hold_copy_sources;
       o.affinity_shift = options->affinity_shift;
+      o.prefix.enabled = options->prefix_caching;
+      o.prefix.verify_tokens = options->prefix_verify_tokens;
+      auto h = from_c(options->prefix_hash);
+      if (!h) return fail(h.error());
+      o.prefix.hash = h.value();
     }
     auto r = pkv::PagedKvCache::create(num_blocks, block_size, num_heads, head_dim, o);
     if (!r) return fail(r.error());
@@ -373,14 +426,33 @@ pkv_status pkv_cache_append_batch(pkv_cache* cache, const uint64_t* seqs, const 
     } else {
       c->append_batch(b.ids, uniform_tokens, b.outcome);
     }
-    for (const auto& ic : b.outcome.copies) {
-      copies[(*num_copies)++] = {ic.item, {ic.copy.src.value, ic.copy.dst.value}};
+    return write_outcome(b.outcome, copies, num_copies, errors, num_errors);
+  });
+}
+
+pkv_status pkv_cache_append_batch_tokens(pkv_cache* cache, const uint64_t* seqs,
+                                         const uint32_t* tokens, size_t n, pkv_item_copy* copies,
+                                         size_t* num_copies, pkv_item_error* errors,
+                                         size_t* num_errors) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_NONNULL(num_copies);
+    PKV_NONNULL(num_errors);
+    *num_copies = 0;
+    *num_errors = 0;
+    if (n != 0) {
+      PKV_NONNULL(seqs);
+      PKV_NONNULL(tokens);
+      PKV_NONNULL(copies);
+      PKV_NONNULL(errors);
     }
-    for (const auto& ie : b.outcome.errors) {
-      errors[(*num_errors)++] = {ie.item, status_of(ie.error.code())};
+    auto& b = t_batch;
+    b.ids.resize(n);
+    for (std::size_t i = 0; i < n; ++i) b.ids[i] = SeqId{seqs[i]};
+    if (auto r = c->append_batch(b.ids, tokens_of(tokens, n), b.outcome); !r) {
+      return fail(r.error());
     }
-    if (!b.outcome.errors.empty()) (void)fail(b.outcome.errors.front().error);
-    return PKV_OK;
+    return write_outcome(b.outcome, copies, num_copies, errors, num_errors);
   });
 }
 
@@ -395,6 +467,143 @@ pkv_status pkv_cache_fork(pkv_cache* cache, uint64_t src, uint64_t dst) {
   return guarded([&] {
     PKV_CACHE(c, cache);
     return status(c->fork(SeqId{src}, SeqId{dst}));
+  });
+}
+
+pkv_status pkv_cache_fork_many(pkv_cache* cache, uint64_t src, const uint64_t* dsts, size_t n) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_ARRAY(dsts, n);
+    auto& ids = t_batch.ids;
+    ids.resize(n);
+    for (std::size_t i = 0; i < n; ++i) ids[i] = SeqId{dsts[i]};
+    return status(c->fork_many(SeqId{src}, ids));
+  });
+}
+
+pkv_status pkv_cache_free_many(pkv_cache* cache, const uint64_t* seqs, size_t n,
+                               pkv_item_error* errors, size_t* num_errors) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_NONNULL(num_errors);
+    *num_errors = 0;
+    PKV_ARRAY(seqs, n);
+    PKV_ARRAY(errors, n);
+    auto& b = t_batch;
+    b.ids.resize(n);
+    for (std::size_t i = 0; i < n; ++i) b.ids[i] = SeqId{seqs[i]};
+    c->free_many(b.ids, b.freed);
+    for (const auto& ie : b.freed.errors) {
+      errors[(*num_errors)++] = {ie.item, status_of(ie.error.code())};
+    }
+    if (!b.freed.errors.empty()) (void)fail(b.freed.errors.front().error);
+    return PKV_OK;
+  });
+}
+
+pkv_status pkv_cache_truncate(pkv_cache* cache, uint64_t seq, size_t num_tokens,
+                              size_t* blocks_released) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_NONNULL(blocks_released);
+    return status(c->truncate(SeqId{seq}, num_tokens), blocks_released);
+  });
+}
+
+// ---- prefix caching ----------------------------------------------------------------------------
+
+pkv_status pkv_cache_allocate_tokens(pkv_cache* cache, uint64_t seq, const uint32_t* prompt,
+                                     size_t n, const char* salt, size_t salt_len, size_t* cached) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_ARRAY(prompt, n);
+    PKV_ARRAY(salt, salt_len);
+    PKV_NONNULL(cached);
+    return status(c->allocate(SeqId{seq}, tokens_of(prompt, n), salt_of(salt, salt_len)), cached);
+  });
+}
+
+pkv_status pkv_cache_append_tokens(pkv_cache* cache, uint64_t seq, const uint32_t* tokens, size_t n,
+                                   pkv_copy_op* copy) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_ARRAY(tokens, n);
+    PKV_NONNULL(copy);
+    auto r = c->append(SeqId{seq}, tokens_of(tokens, n));
+    if (!r) return fail(r.error());
+    *copy = to_c(r.value());
+    return PKV_OK;
+  });
+}
+
+pkv_status pkv_cache_commit(pkv_cache* cache, uint64_t seq, size_t num_tokens, size_t* published) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_NONNULL(published);
+    return status(c->commit(SeqId{seq}, num_tokens), published);
+  });
+}
+
+pkv_status pkv_cache_match_prefix(const pkv_cache* cache, const uint32_t* tokens, size_t n,
+                                  const char* salt, size_t salt_len, size_t* out) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    PKV_ARRAY(tokens, n);
+    PKV_ARRAY(salt, salt_len);
+    PKV_NONNULL(out);
+    *out = c->match_prefix(tokens_of(tokens, n), salt_of(salt, salt_len));
+    return PKV_OK;
+  });
+}
+
+pkv_status pkv_cache_prefix_stats(const pkv_cache* cache, pkv_prefix_stats* out) {
+  PKV_CACHE(c, cache);
+  PKV_NONNULL(out);
+  const pkv::PrefixCacheStats s = c->prefix_stats();
+  *out = {s.requests, s.queries, s.hits, s.published, s.reclaimed, s.verify_failures};
+  return PKV_OK;
+}
+
+pkv_status pkv_cache_reset_prefix_cache(pkv_cache* cache) {
+  return guarded([&] {
+    PKV_CACHE(c, cache);
+    return status(c->reset_prefix_cache());
+  });
+}
+
+pkv_status pkv_cache_block_ref_count(const pkv_cache* cache, uint32_t block, size_t* out) {
+  PKV_CACHE(c, cache);
+  PKV_NONNULL(out);
+  *out = c->block_ref_count(BlockId{block});
+  return PKV_OK;
+}
+
+pkv_status pkv_block_hashes(const uint32_t* tokens, size_t n, size_t block_size, const char* salt,
+                            size_t salt_len, pkv_hash_algorithm algorithm, pkv_block_hash* out,
+                            size_t capacity, size_t* required) {
+  return guarded([&] {
+    PKV_ARRAY(tokens, n);
+    PKV_ARRAY(salt, salt_len);
+    PKV_NONNULL(required);
+    if (out == nullptr && capacity != 0) return null_arg("out");
+    auto a = from_c(algorithm);
+    if (!a) return fail(a.error());
+    // block_hashes throws for block_size 0; say it as the status for a bad argument.
+    if (block_size == 0) {
+      return fail(pkv::Error::invalid_argument("block_hashes: block_size must be positive"));
+    }
+    // The result size is known before hashing: answer a size query without computing digests.
+    if (out == nullptr || n / block_size > capacity) {
+      *required = n / block_size;
+      return out == nullptr ? PKV_OK : too_small(*required, capacity);
+    }
+    const auto hs =
+        pkv::block_hashes(tokens_of(tokens, n), block_size, salt_of(salt, salt_len), a.value());
+    return fill(hs, out, capacity, required, [](const pkv::BlockHash& h) {
+      pkv_block_hash r;
+      std::memcpy(r.bytes, h.bytes.data(), sizeof r.bytes);
+      return r;
+    });
   });
 }
 
@@ -550,6 +759,8 @@ PKV_CACHE_FIGURE(pkv_cache_total_memory_bytes, size_t, c->total_memory_bytes())
 PKV_CACHE_FIGURE(pkv_cache_used_memory_bytes, size_t, c->used_memory_bytes())
 PKV_CACHE_FIGURE(pkv_cache_needs_eviction, bool, c->needs_eviction())
 PKV_CACHE_FIGURE(pkv_cache_num_sequences, size_t, c->num_sequences())
+PKV_CACHE_FIGURE(pkv_cache_cached_block_count, size_t, c->cached_block_count())
+PKV_CACHE_FIGURE(pkv_cache_reclaimable_block_count, size_t, c->reclaimable_block_count())
 #undef PKV_CACHE_FIGURE
 
 pkv_status pkv_cache_stats_get(const pkv_cache* cache, pkv_cache_stats* out) {

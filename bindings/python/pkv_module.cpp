@@ -12,6 +12,11 @@
 //     C++ thread-safety contract applies unchanged. Arguments are converted and results built
 //     while the GIL is held.
 //   * repr() and str() of PagedKvCache are the seed's Display form.
+//   * Token ids (prefix caching: allocate_tokens, append_tokens, append_batch_tokens,
+//     match_prefix, block_hashes) are a 1-d uint32 buffer (numpy.uint32) or any sequence /
+//     iterable of ints in 0..2**32-1 (a str is rejected): TypeError for a wrong type, ValueError
+//     for an id >= 2**32, OverflowError for a negative one. A salt is str (its UTF-8 bytes) or
+//     bytes. They get their own *_tokens names: append(seq, n) keeps rejecting a list.
 // Adding a C++ method: one .def line here (with kRelease if it can take time) and one line in
 // pkv.pyi.
 #include <pybind11/numpy.h>
@@ -27,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -155,6 +161,95 @@ struct SizeT {  // read_ints target for token counts
   std::uint64_t v;
 };
 
+// ---- token ids: a buffer of uint32 (numpy uint32) or any iterable of ints in 0..2**32-1
+// ----------
+
+void read_tokens(PyObject* src, std::vector<pkv::TokenId>& out, const char* what) {
+  out.clear();
+  if (PyObject_CheckBuffer(src)) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(src, &view, PyBUF_FORMAT | PyBUF_STRIDES) != 0) {
+      throw py::error_already_set();
+    }
+    const char* f = view.format != nullptr ? view.format : "B";
+    if (*f == '=' || *f == '<' || *f == '@') ++f;
+    const bool u32 =
+        view.itemsize == 4 && (std::string_view(f) == "I" || std::string_view(f) == "L");
+    if (view.ndim != 1 || !u32) {
+      const std::string msg = std::string(what) +
+                              ": a buffer must be one-dimensional uint32 (got '" +
+                              (view.format != nullptr ? view.format : "B") + "', " +
+                              std::to_string(view.ndim) + " dimensions)";
+      PyBuffer_Release(&view);
+      throw py::type_error(msg);
+    }
+    const auto n = static_cast<std::size_t>(view.shape[0]);
+    out.resize(n);
+    const char* p = static_cast<const char*>(view.buf);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::memcpy(&out[i], p + static_cast<py::ssize_t>(i) * view.strides[0], sizeof(out[i]));
+    }
+    PyBuffer_Release(&view);
+    return;
+  }
+  if (PyUnicode_Check(src)) {  // iterable, but of characters: never token ids
+    throw py::type_error(std::string(what) + ": expected a sequence of ints, got str");
+  }
+  auto push = [&](PyObject* item) {
+    if (!PyLong_Check(item)) {
+      throw py::type_error(std::string(what) + ": expected int, got " + Py_TYPE(item)->tp_name);
+    }
+    const unsigned long long v = PyLong_AsUnsignedLongLong(item);
+    if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) throw py::error_already_set();
+    if (v > UINT32_MAX) {
+      throw py::value_error(std::string(what) + ": token id " + std::to_string(v) +
+                            " does not fit in 32 bits");
+    }
+    out.push_back(static_cast<pkv::TokenId>(v));
+  };
+  if (PyList_Check(src) || PyTuple_Check(src)) {
+    const bool list = PyList_Check(src);
+    const py::ssize_t n = list ? PyList_GET_SIZE(src) : PyTuple_GET_SIZE(src);
+    out.reserve(static_cast<std::size_t>(n));
+    for (py::ssize_t i = 0; i < n; ++i)
+      push(list ? PyList_GET_ITEM(src, i) : PyTuple_GET_ITEM(src, i));
+    return;
+  }
+  if (!PyObject_HasAttrString(src, "__iter__") && !PySequence_Check(src)) {
+    throw py::type_error(std::string(what) +
+                         ": expected a sequence of ints or a uint32 array, got " +
+                         Py_TYPE(src)->tp_name);
+  }
+  // Iterating runs Python code (a generator), which may call pkv on this thread and reuse `out`
+  // (thread-local scratch): collect into a local vector and store it at the end.
+  std::vector<pkv::TokenId> local;
+  local.swap(out);
+  local.clear();
+  for (py::handle item : py::reinterpret_borrow<py::iterable>(src)) {
+    push(item.ptr());
+    local.push_back(out.back());
+    out.clear();
+  }
+  out.swap(local);
+}
+
+// A salt: str (its UTF-8 bytes) or bytes; anything else is a TypeError. The view borrows from src.
+std::string_view salt_arg(PyObject* src) {
+  if (PyUnicode_Check(src)) {
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(src, &n);
+    if (p == nullptr) throw py::error_already_set();
+    return {p, static_cast<std::size_t>(n)};
+  }
+  if (PyBytes_Check(src)) {
+    return {PyBytes_AS_STRING(src), static_cast<std::size_t>(PyBytes_GET_SIZE(src))};
+  }
+  throw py::type_error(std::string("salt: expected str or bytes, got ") + Py_TYPE(src)->tp_name);
+}
+
+// Scratch for token-id conversions: per thread, so a step allocates nothing once warm.
+thread_local std::vector<pkv::TokenId> t_tokens;
+
 // ---- BlockTable: a block table that numpy reads without copying (buffer protocol, uint32) ------
 
 struct BlockTable {
@@ -175,8 +270,12 @@ std::unique_ptr<pkv::PagedKvCache> make_cache(std::size_t num_blocks, std::size_
                                               std::uint32_t magazine_size, bool hold_copy_sources,
                                               unsigned affinity_shift,
                                               std::optional<pkv::EvictionStrategy> strategy,
-                                              std::optional<double> threshold) {
+                                              std::optional<double> threshold, bool prefix_caching,
+                                              pkv::HashAlgorithm prefix_hash, bool verify_tokens) {
   pkv::PagedKvCache::Options o{};
+  o.prefix.enabled = prefix_caching;
+  o.prefix.hash = prefix_hash;
+  o.prefix.verify_tokens = verify_tokens;
   o.pool.magazine_size = magazine_size;
   o.hold_copy_sources = hold_copy_sources;
   o.affinity_shift = affinity_shift;
@@ -244,6 +343,22 @@ py::object append_batch(pkv::PagedKvCache& c, PyObject* seqs, PyObject* num_toke
     value_or_raise(r);
   }
   return outcome_object(t.out);
+}
+
+// append_batch_tokens(seqs, tokens): one token id per item.
+py::object append_batch_tokens(pkv::PagedKvCache& c, py::handle seqs, py::handle tokens) {
+  thread_local std::vector<SeqId> ids;
+  thread_local pkv::AppendBatchOutcome out;
+  read_ints(seqs.ptr(), ids, "append_batch_tokens seqs");
+  auto& toks = t_tokens;
+  read_tokens(tokens.ptr(), toks, "append_batch_tokens tokens");
+  pkv::Result<void> r;
+  {
+    NoGil nogil;
+    r = c.append_batch(ids, std::span<const pkv::TokenId>(toks), out);
+  }
+  value_or_raise(r);
+  return outcome_object(out);
 }
 
 // Benchmark helper (bench/python): `steps` rounds of append(seq, num_tokens) over `seqs`, run in
@@ -357,6 +472,22 @@ PyObject* fast_append(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   });
 }
 
+PyObject* fast_append_tokens(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  return fast_method(self, nargs, 2, 2, "append_tokens", [&](C& c) -> py::object {
+    const SeqId seq{u64_arg(args[0])};
+    auto& tokens = t_tokens;
+    read_tokens(args[1], tokens, "append_tokens tokens");
+    std::optional<pkv::Result<std::optional<pkv::CopyOp>>> r;
+    {
+      NoGil nogil;
+      r.emplace(c.append(seq, std::span<const pkv::TokenId>(tokens)));
+    }
+    const auto op = value_or_raise(std::move(*r));
+    if (!op) return py::none();
+    return py::cast(*op);
+  });
+}
+
 PyObject* fast_append_batch(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   return fast_method(self, nargs, 1, 2, "append_batch", [&](C& c) {
     static PyObject* const one = PyLong_FromLong(1);  // immortal small int
@@ -401,6 +532,9 @@ PyMethodDef g_fast_methods[] = {
      "allocate(seq, num_tokens, /): registers seq with ceil(num_tokens / block_size) blocks."},
     {"append", as_cfunction(&fast_append), METH_FASTCALL,
      "append(seq, num_tokens, /): adds tokens; returns the CopyOp to perform first, or None."},
+    {"append_tokens", as_cfunction(&fast_append_tokens), METH_FASTCALL,
+     "append_tokens(seq, tokens, /): append with token ids (a sequence of ints or a uint32 "
+     "array), which first commits what seq held; returns the CopyOp to perform first, or None."},
     {"append_batch", as_cfunction(&fast_append_batch), METH_FASTCALL,
      "append_batch(seqs, num_tokens=1, /): one decode step, append(seqs[i], n) for each item in "
      "order. seqs is a list of ints or a uint64 array; num_tokens an int or one count per item. "
@@ -485,6 +619,28 @@ PYBIND11_MODULE(pkv, m) {
            })
       .def("__repr__", [](const pkv::EvictionStrategy& s) { return printed(s); })
       .def("__str__", [](const pkv::EvictionStrategy& s) { return printed(s); });
+
+  py::enum_<pkv::HashAlgorithm>(m, "HashAlgorithm", "The digest naming a cached block.")
+      .value("sha256", pkv::HashAlgorithm::sha256)
+      .value("xxh3_128", pkv::HashAlgorithm::xxh3_128);
+
+  py::class_<pkv::PrefixCacheStats>(m, "PrefixCacheStats",
+                                    "The prefix cache's counters (pkv/prefix_types.hpp).")
+      .def_readonly("requests", &pkv::PrefixCacheStats::requests)
+      .def_readonly("queries", &pkv::PrefixCacheStats::queries)
+      .def_readonly("hits", &pkv::PrefixCacheStats::hits)
+      .def_readonly("published", &pkv::PrefixCacheStats::published)
+      .def_readonly("reclaimed", &pkv::PrefixCacheStats::reclaimed)
+      .def_readonly("verify_failures", &pkv::PrefixCacheStats::verify_failures)
+      .def("hit_rate", &pkv::PrefixCacheStats::hit_rate)
+      .def(py::self == py::self)
+      .def("__repr__", [](const pkv::PrefixCacheStats& s) {
+        return "PrefixCacheStats(requests=" + std::to_string(s.requests) +
+               ", queries=" + std::to_string(s.queries) + ", hits=" + std::to_string(s.hits) +
+               ", published=" + std::to_string(s.published) +
+               ", reclaimed=" + std::to_string(s.reclaimed) +
+               ", verify_failures=" + std::to_string(s.verify_failures) + ")";
+      });
 
   py::class_<pkv::CopyOp>(m, "CopyOp", "Copy the KV data of block src into block dst.")
       .def(py::init([](std::uint32_t src, std::uint32_t dst) {
@@ -599,7 +755,8 @@ PYBIND11_MODULE(pkv, m) {
            py::arg("magazine_size") = pkv::BlockPoolOptions{}.magazine_size,
            py::arg("hold_copy_sources") = false, py::arg("affinity_shift") = 0u,
            py::arg("eviction_strategy") = py::none(), py::arg("eviction_threshold") = py::none(),
-           kRelease())
+           py::arg("prefix_caching") = true, py::arg("prefix_hash") = pkv::HashAlgorithm::sha256,
+           py::arg("verify_tokens") = false, kRelease())
       // configuration
       .def(
           "set_eviction_strategy",
@@ -657,6 +814,90 @@ PYBIND11_MODULE(pkv, m) {
             return ids;
           },
           kRelease())
+      .def(
+          "fork_many",
+          [](C& c, std::uint64_t src, py::handle dsts) {
+            std::vector<SeqId> ids;
+            read_ints(dsts.ptr(), ids, "fork_many dsts");
+            py::gil_scoped_release nogil;
+            value_or_raise(c.fork_many(SeqId{src}, ids));
+          },
+          py::arg("src"), py::arg("dsts"),
+          "fork(src, d) for every d of dsts in one step, all or nothing.")
+      .def(
+          "free_many",
+          [](C& c, py::handle seqs) {
+            std::vector<SeqId> ids;
+            read_ints(seqs.ptr(), ids, "free_many seqs");
+            pkv::FreeManyOutcome out;
+            {
+              py::gil_scoped_release nogil;
+              c.free_many(ids, out);
+            }
+            py::list errors;
+            for (const auto& e : out.errors)
+              errors.append(py::make_tuple(e.item, error_object(e.error)));
+            return errors;
+          },
+          py::arg("seqs"),
+          "free(seqs[i]) for each item in order; returns [(item, pkv.Error)] of the items that "
+          "failed (each changed nothing); [] when all were freed.")
+      .def(
+          "truncate",
+          [](C& c, std::uint64_t s, std::size_t n) {
+            return value_or_raise(c.truncate(SeqId{s}, n));
+          },
+          py::arg("seq"), py::arg("num_tokens"), kRelease(),
+          "Drops the last num_tokens tokens; returns how many blocks left the table.")
+      // prefix caching
+      .def(
+          "allocate_tokens",
+          [](C& c, std::uint64_t seq, py::handle prompt, py::handle salt) {
+            auto& t = t_tokens;
+            read_tokens(prompt.ptr(), t, "allocate_tokens prompt");
+            const std::string_view sv = salt_arg(salt.ptr());
+            std::optional<pkv::Result<std::size_t>> r;
+            {
+              py::gil_scoped_release nogil;
+              r.emplace(c.allocate(SeqId{seq}, t, sv));
+            }
+            return value_or_raise(std::move(*r));
+          },
+          py::arg("seq"), py::arg("prompt"), py::arg("salt") = "",
+          "Registers seq with the blocks of prompt (token ids: a sequence of ints or a uint32 "
+          "array), sharing its longest cached prefix under salt (str or bytes); returns how many "
+          "leading tokens were found cached.")
+      .def("append_batch_tokens", &append_batch_tokens, py::arg("seqs"), py::arg("tokens"),
+           "One decode step with token ids: append(seqs[i], [tokens[i]]) for each item in order. "
+           "Returns BatchOutcome(items, copies, errors).")
+      .def(
+          "commit",
+          [](C& c, std::uint64_t s, std::size_t n) {
+            return value_or_raise(c.commit(SeqId{s}, n));
+          },
+          py::arg("seq"), py::arg("num_tokens"), kRelease(),
+          "The KV of the first num_tokens tokens is written: their full blocks become findable. "
+          "Returns how many blocks were newly published.")
+      .def(
+          "match_prefix",
+          [](const C& c, py::handle tokens, py::handle salt) {
+            auto& t = t_tokens;
+            read_tokens(tokens.ptr(), t, "match_prefix tokens");
+            const std::string_view sv = salt_arg(salt.ptr());
+            py::gil_scoped_release nogil;
+            return c.match_prefix(t, sv);
+          },
+          py::arg("tokens"), py::arg("salt") = "",
+          "How many leading tokens allocate(.., tokens, salt) would find cached now; no effect.")
+      .def("cached_block_count", &C::cached_block_count)
+      .def("reclaimable_block_count", &C::reclaimable_block_count)
+      .def("prefix_stats", &C::prefix_stats)
+      .def(
+          "reset_prefix_cache", [](C& c) { value_or_raise(c.reset_prefix_cache()); }, kRelease())
+      .def(
+          "block_ref_count",
+          [](const C& c, std::uint32_t b) { return c.block_ref_count(BlockId{b}); },
+          py::arg("block"))
       // eviction
       .def(
           "select_eviction_target",
@@ -753,6 +994,32 @@ PYBIND11_MODULE(pkv, m) {
       .def("total_acquired", &P::total_acquired)
       .def("total_released", &P::total_released)
       .def("validate_unsafe", &P::validate_unsafe, kRelease());
+
+  m.def(
+      "block_hashes",
+      [](py::handle tokens, std::size_t block_size, py::handle salt, pkv::HashAlgorithm a) {
+        auto& t = t_tokens;
+        read_tokens(tokens.ptr(), t, "block_hashes tokens");
+        const std::string_view sv = salt_arg(salt.ptr());
+        std::vector<pkv::BlockHash> hs;
+        {
+          py::gil_scoped_release nogil;
+          try {
+            hs = pkv::block_hashes(t, block_size, sv, a);
+          } catch (const std::invalid_argument& e) {  // block_size 0
+            raise(pkv::Error::invalid_argument(e.what()));
+          }
+        }
+        py::list out(hs.size());
+        for (std::size_t i = 0; i < hs.size(); ++i) {
+          out[i] = py::bytes(reinterpret_cast<const char*>(hs[i].bytes.data()), hs[i].bytes.size());
+        }
+        return out;
+      },
+      py::arg("tokens"), py::arg("block_size"), py::arg("salt") = "",
+      py::arg("algorithm") = pkv::HashAlgorithm::sha256,
+      "The chain hashes (32 bytes each; .hex() is the C++ to_hex()) of the len(tokens) // "
+      "block_size full blocks of tokens under salt. block_size 0 raises pkv.InvalidArgument.");
 
   m.def("_cpp_append_loop", &cpp_append_loop, py::arg("cache"), py::arg("seqs"), py::arg("steps"),
         py::arg("num_tokens"),

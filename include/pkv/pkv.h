@@ -87,10 +87,20 @@ typedef struct pkv_pool pkv_pool;
 
 /* ---- cache lifecycle ------------------------------------------------------------------------- */
 
+/* The digest naming a cached block (pkv/block_hash.hpp). */
+typedef enum pkv_hash_algorithm {
+  PKV_HASH_SHA256 = 0,  /* SHA-256, 32 bytes */
+  PKV_HASH_XXH3_128 = 1 /* XXH3_128 seed 0, canonical order in bytes 0..15, 16..31 zero */
+} pkv_hash_algorithm;
+
 typedef struct pkv_cache_options {
   uint32_t magazine_size;  /* the pool's per-thread magazine (default 32, at most 64; 0 = off) */
   bool hold_copy_sources;  /* keep copy-on-write sources until pkv_cache_copy_done (default off) */
   unsigned affinity_shift; /* thread-affine placement (default 0 = off; at most 63) */
+  /* Automatic prefix caching (C++ PrefixCachingOptions; see pkv_cache_allocate_tokens). */
+  bool prefix_caching;            /* default on */
+  pkv_hash_algorithm prefix_hash; /* default PKV_HASH_SHA256; another value: INVALID_ARGUMENT */
+  bool prefix_verify_tokens;      /* compare stored token ids on a hit (default off) */
 } pkv_cache_options;
 
 /* Fills *options with the defaults. */
@@ -172,6 +182,81 @@ PKV_API pkv_status pkv_cache_copy_done(pkv_cache* cache, uint64_t seq, size_t* r
 /* *dropped receives the number of tokens dropped. */
 PKV_API pkv_status pkv_cache_apply_streaming_llm(pkv_cache* cache, uint64_t seq, size_t sink_tokens,
                                                  size_t window_tokens, size_t* dropped);
+
+/* fork(src, d) for every d of dsts[0..n) in one step, all or nothing (C++ fork_many). dsts may be
+ * NULL when n == 0 (then src is only checked). */
+PKV_API pkv_status pkv_cache_fork_many(pkv_cache* cache, uint64_t src, const uint64_t* dsts,
+                                       size_t n);
+/* free(seqs[i]) for i in 0..n, in order (C++ free_many). errors must have room for n entries;
+ * *num_errors receives how many items failed (each changed nothing), in item order. Returns PKV_OK
+ * when the call ran (the first failed item's message is then the last error message). seqs and
+ * errors may be NULL when n == 0. */
+PKV_API pkv_status pkv_cache_free_many(pkv_cache* cache, const uint64_t* seqs, size_t n,
+                                       pkv_item_error* errors, size_t* num_errors);
+/* Drops the last num_tokens tokens of seq; *blocks_released receives how many blocks left its
+ * table. num_tokens above the sequence's length: PKV_INVALID_ARGUMENT. */
+PKV_API pkv_status pkv_cache_truncate(pkv_cache* cache, uint64_t seq, size_t num_tokens,
+                                      size_t* blocks_released);
+
+/* ---- prefix caching (paged_kv_cache.hpp, "Prefix caching") --------------------------------- *
+ * Token ids are uint32_t. A salt is salt_len bytes (any bytes; salt may be NULL when salt_len is
+ * 0); different salts never share a block. */
+
+/* Registers seq with the blocks of prompt[0..n): its longest cached prefix is shared, the rest
+ * taken new, all or nothing. *cached receives how many leading tokens were found cached (a multiple
+ * of the block size, at most n - 1). n == 0: PKV_INVALID_ARGUMENT; an existing seq:
+ * PKV_INVALID_OPERATION; not enough blocks: PKV_OUT_OF_MEMORY. */
+PKV_API pkv_status pkv_cache_allocate_tokens(pkv_cache* cache, uint64_t seq, const uint32_t* prompt,
+                                             size_t n, const char* salt, size_t salt_len,
+                                             size_t* cached);
+/* pkv_cache_append that records the ids tokens[0..n) (it first commits what seq held). tokens may
+ * be NULL when n == 0. */
+PKV_API pkv_status pkv_cache_append_tokens(pkv_cache* cache, uint64_t seq, const uint32_t* tokens,
+                                           size_t n, pkv_copy_op* copy);
+/* One decode step with token ids: append_tokens(seqs[i], &tokens[i], 1) for i in 0..n, in order,
+ * with pkv_cache_append_batch's outcome rules and buffers. */
+PKV_API pkv_status pkv_cache_append_batch_tokens(pkv_cache* cache, const uint64_t* seqs,
+                                                 const uint32_t* tokens, size_t n,
+                                                 pkv_item_copy* copies, size_t* num_copies,
+                                                 pkv_item_error* errors, size_t* num_errors);
+/* The KV of the first num_tokens tokens of seq is written: their full blocks become findable.
+ * *published receives how many blocks were newly published. num_tokens above the sequence's
+ * length: PKV_INVALID_ARGUMENT. */
+PKV_API pkv_status pkv_cache_commit(pkv_cache* cache, uint64_t seq, size_t num_tokens,
+                                    size_t* published);
+/* How many leading tokens of tokens[0..n) pkv_cache_allocate_tokens would find cached now; no
+ * effect. Lock-free. tokens may be NULL when n == 0. */
+PKV_API pkv_status pkv_cache_match_prefix(const pkv_cache* cache, const uint32_t* tokens, size_t n,
+                                          const char* salt, size_t salt_len, size_t* out);
+
+typedef struct pkv_prefix_stats { /* C++ PrefixCacheStats (prefix_types.hpp has the meanings) */
+  uint64_t requests;
+  uint64_t queries;
+  uint64_t hits;
+  uint64_t published;
+  uint64_t reclaimed;
+  uint64_t verify_failures;
+} pkv_prefix_stats;
+
+PKV_API pkv_status pkv_cache_prefix_stats(const pkv_cache* cache, pkv_prefix_stats* out);
+/* Findable blocks, held or not / held by no sequence (counted as free). Lock-free. */
+PKV_API pkv_status pkv_cache_cached_block_count(const pkv_cache* cache, size_t* out);
+PKV_API pkv_status pkv_cache_reclaimable_block_count(const pkv_cache* cache, size_t* out);
+/* Forgets every hash (held blocks stay with their sequences). */
+PKV_API pkv_status pkv_cache_reset_prefix_cache(pkv_cache* cache);
+/* How many sequences hold block (0 for a free block or an id out of range). */
+PKV_API pkv_status pkv_cache_block_ref_count(const pkv_cache* cache, uint32_t block, size_t* out);
+
+typedef struct pkv_block_hash {
+  uint8_t bytes[32]; /* C++ BlockHash::bytes */
+} pkv_block_hash;
+
+/* The chain hashes of the n / block_size full blocks of tokens[0..n) under the salt (C++
+ * block_hashes; see "Variable-length results"). tokens may be NULL when n == 0. block_size 0 or an
+ * unknown algorithm: PKV_INVALID_ARGUMENT. Thread-safe, needs no handle. */
+PKV_API pkv_status pkv_block_hashes(const uint32_t* tokens, size_t n, size_t block_size,
+                                    const char* salt, size_t salt_len, pkv_hash_algorithm algorithm,
+                                    pkv_block_hash* out, size_t capacity, size_t* required);
 
 /* The scalars of a sequence's snapshot (C++ SequenceInfo); the block table and token runs come
  * from pkv_cache_block_table / pkv_cache_token_runs. */

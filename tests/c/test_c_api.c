@@ -659,6 +659,328 @@ static void test_threads(void) {
   point("threads share one cache through the C ABI; exact accounting afterwards");
 }
 
+/* ---- fork_many / free_many / truncate ---------------------------------------------------------
+ */
+
+static void test_many_truncate(void) {
+  pkv_cache* c = make_cache(16, 4);
+  size_t n = 99;
+  OK(pkv_cache_allocate(c, 1, 6)); /* 2 blocks */
+  const uint64_t dsts[3] = {2, 3, 4};
+  OK(pkv_cache_fork_many(c, 1, dsts, 3));
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 4);
+  CHECK(free_blocks(c) == 14); /* shared, no block taken */
+  uint32_t table[4];
+  size_t req = 0;
+  OK(pkv_cache_block_table(c, 1, table, 4, &req));
+  OK(pkv_cache_block_ref_count(c, table[0], &n));
+  CHECK(n == 4);
+  /* bad input changes nothing */
+  FAILS(pkv_cache_fork_many(c, 1, NULL, 2), PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer");
+  OK(pkv_cache_fork_many(c, 1, NULL, 0)); /* checks src only */
+  FAILS(pkv_cache_fork_many(c, 99, NULL, 0), PKV_SEQUENCE_NOT_FOUND, "Sequence not found: S99");
+  const uint64_t dup[2] = {7, 7};
+  FAILS(pkv_cache_fork_many(c, 1, dup, 2), PKV_INVALID_ARGUMENT, "Invalid argument:");
+  const uint64_t self[2] = {8, 1};
+  FAILS(pkv_cache_fork_many(c, 1, self, 2), PKV_INVALID_OPERATION, "Invalid operation:");
+  const uint64_t exists[2] = {9, 2};
+  FAILS(pkv_cache_fork_many(c, 1, exists, 2), PKV_INVALID_OPERATION, "Invalid operation:");
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 4);
+  FAILS(pkv_cache_fork_many(NULL, 1, dsts, 3), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+
+  /* truncate */
+  size_t released = 99;
+  OK(pkv_cache_truncate(c, 4, 3, &released)); /* 6 -> 3 tokens: one block leaves */
+  CHECK(released == 1);
+  pkv_sequence_info info;
+  OK(pkv_cache_get_sequence(c, 4, &info));
+  CHECK(info.num_tokens == 3 && info.num_blocks == 1);
+  released = 99;
+  FAILS(pkv_cache_truncate(c, 4, 4, &released), PKV_INVALID_ARGUMENT, "Invalid argument:");
+  CHECK(released == 99);
+  FAILS(pkv_cache_truncate(c, 42, 1, &released), PKV_SEQUENCE_NOT_FOUND, "Sequence not found: S42");
+  FAILS(pkv_cache_truncate(c, 4, 1, NULL), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  OK(pkv_cache_truncate(c, 4, 0, &released));
+  CHECK(released == 0);
+
+  /* free_many: 2 twice and an unknown id fail on their own; the others go */
+  const uint64_t seqs[5] = {2, 55, 3, 2, 4};
+  pkv_item_error errs[5];
+  size_t ne = 99;
+  OK(pkv_cache_free_many(c, seqs, 5, errs, &ne));
+  CHECK(ne == 2);
+  CHECK(errs[0].item == 1 && errs[0].status == PKV_SEQUENCE_NOT_FOUND);
+  CHECK(errs[1].item == 3 && errs[1].status == PKV_SEQUENCE_NOT_FOUND);
+  CHECK(strncmp(pkv_last_error_message(), "Sequence not found: S55", 23) == 0);
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 1);
+  FAILS(pkv_cache_free_many(c, seqs, 5, NULL, &ne), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  FAILS(pkv_cache_free_many(c, NULL, 5, errs, &ne), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  FAILS(pkv_cache_free_many(c, seqs, 5, errs, NULL), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL");
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 1);
+  OK(pkv_cache_free_many(c, NULL, 0, NULL, &ne));
+  CHECK(ne == 0);
+  const uint64_t last[1] = {1};
+  OK(pkv_cache_free_many(c, last, 1, errs, &ne));
+  CHECK(ne == 0);
+  CHECK(free_blocks(c) == 16);
+  OK(pkv_cache_validate_unsafe(c));
+  OK(pkv_cache_destroy(c));
+  point("fork_many, free_many, truncate and their bad input");
+}
+
+/* ---- prefix caching -----------------------------------------------------------------------------
+ */
+
+static void test_prefix(void) {
+  pkv_cache_options o;
+  OK(pkv_cache_options_init(&o));
+  CHECK(o.prefix_caching && o.prefix_hash == PKV_HASH_SHA256 && !o.prefix_verify_tokens);
+  pkv_cache* c = NULL;
+  o.prefix_hash = (pkv_hash_algorithm)7;
+  FAILS(pkv_cache_create(16, 4, 2, 8, &o, &c), PKV_INVALID_ARGUMENT,
+        "Invalid argument: unknown hash algorithm 7");
+  CHECK(c == NULL);
+  o.prefix_hash = PKV_HASH_XXH3_128;
+  o.prefix_verify_tokens = true;
+  OK(pkv_cache_create(16, 4, 2, 8, &o, &c));
+
+  uint32_t prompt[10];
+  for (int i = 0; i < 10; ++i) prompt[i] = (uint32_t)(100 + i);
+  size_t cached = 99, n = 99;
+  OK(pkv_cache_allocate_tokens(c, 1, prompt, 10, "t", 1, &cached));
+  CHECK(cached == 0);
+  OK(pkv_cache_match_prefix(c, prompt, 10, "t", 1, &n));
+  CHECK(n == 0); /* nothing committed yet */
+  size_t published = 99;
+  FAILS(pkv_cache_commit(c, 1, 11, &published), PKV_INVALID_ARGUMENT, "Invalid argument:");
+  CHECK(published == 99);
+  OK(pkv_cache_commit(c, 1, 10, &published));
+  CHECK(published == 2);
+  OK(pkv_cache_cached_block_count(c, &n));
+  CHECK(n == 2);
+  OK(pkv_cache_match_prefix(c, prompt, 10, "t", 1, &n));
+  CHECK(n == 8);
+  OK(pkv_cache_match_prefix(c, prompt, 10, "other", 5, &n));
+  CHECK(n == 0); /* another salt shares nothing */
+  OK(pkv_cache_match_prefix(c, NULL, 0, NULL, 0, &n));
+  CHECK(n == 0);
+
+  /* a second request with the same prompt shares the two committed blocks */
+  const size_t before = free_blocks(c);
+  OK(pkv_cache_allocate_tokens(c, 2, prompt, 10, "t", 1, &cached));
+  CHECK(cached == 8);
+  CHECK(free_blocks(c) == before - 1); /* only the partial last block is new */
+  uint32_t t1[3], t2[3];
+  size_t req = 0;
+  OK(pkv_cache_block_table(c, 1, t1, 3, &req));
+  OK(pkv_cache_block_table(c, 2, t2, 3, &req));
+  CHECK(t1[0] == t2[0] && t1[1] == t2[1] && t1[2] != t2[2]);
+  OK(pkv_cache_block_ref_count(c, t1[0], &n));
+  CHECK(n == 2);
+  OK(pkv_cache_block_ref_count(c, PKV_NO_BLOCK, &n));
+  CHECK(n == 0);
+
+  /* append with ids, one at a time and as a decode step */
+  pkv_copy_op op;
+  const uint32_t more[2] = {110, 111};
+  OK(pkv_cache_append_tokens(c, 1, more, 2, &op)); /* 12 tokens: 3 full blocks */
+  CHECK(op.src == PKV_NO_BLOCK && op.dst == PKV_NO_BLOCK);
+  OK(pkv_cache_append_tokens(c, 1, NULL, 0, &op));
+  FAILS(pkv_cache_append_tokens(c, 1, NULL, 2, &op), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for tokens");
+  FAILS(pkv_cache_append_tokens(c, 1, more, 2, NULL), PKV_INVALID_ARGUMENT, "Invalid argument:");
+  FAILS(pkv_cache_append(c, 1, 1, &op), PKV_INVALID_OPERATION, "Invalid operation:"); /* by count */
+  const uint64_t seqs[3] = {1, 2, 77};
+  const uint32_t toks[3] = {112, 500, 1};
+  pkv_item_copy copies[3];
+  pkv_item_error errs[3];
+  size_t nc = 99, ne = 99;
+  OK(pkv_cache_append_batch_tokens(c, seqs, toks, 3, copies, &nc, errs, &ne));
+  CHECK(nc == 0 && ne == 1 && errs[0].item == 2 && errs[0].status == PKV_SEQUENCE_NOT_FOUND);
+  FAILS(pkv_cache_append_batch_tokens(c, seqs, NULL, 3, copies, &nc, errs, &ne),
+        PKV_INVALID_ARGUMENT, "Invalid argument: NULL pointer for tokens");
+  OK(pkv_cache_append_batch_tokens(c, NULL, NULL, 0, NULL, &nc, NULL, &ne));
+  CHECK(nc == 0 && ne == 0);
+  pkv_sequence_info info;
+  OK(pkv_cache_get_sequence(c, 1, &info));
+  CHECK(info.num_tokens == 13);
+  OK(pkv_cache_get_sequence(c, 2, &info));
+  CHECK(info.num_tokens == 11);
+
+  /* bad input: empty prompt, NULLs, existing id; nothing changes */
+  const size_t free_before = free_blocks(c);
+  FAILS(pkv_cache_allocate_tokens(c, 3, prompt, 0, NULL, 0, &cached), PKV_INVALID_ARGUMENT,
+        "Invalid argument:");
+  FAILS(pkv_cache_allocate_tokens(c, 3, NULL, 4, NULL, 0, &cached), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for prompt");
+  FAILS(pkv_cache_allocate_tokens(c, 3, prompt, 4, NULL, 2, &cached), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for salt");
+  FAILS(pkv_cache_allocate_tokens(c, 3, prompt, 4, NULL, 0, NULL), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for cached");
+  FAILS(pkv_cache_allocate_tokens(c, 1, prompt, 4, NULL, 0, &cached), PKV_INVALID_OPERATION,
+        "Invalid operation:");
+  uint32_t big[100] = {0};
+  FAILS(pkv_cache_allocate_tokens(c, 3, big, 100, NULL, 0, &cached), PKV_OUT_OF_MEMORY,
+        "Out of memory");
+  FAILS(pkv_cache_commit(c, 99, 1, &published), PKV_SEQUENCE_NOT_FOUND, "Sequence not found: S99");
+  FAILS(pkv_cache_commit(c, 1, 1, NULL), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  FAILS(pkv_cache_match_prefix(c, NULL, 3, NULL, 0, &n), PKV_INVALID_ARGUMENT, "Invalid argument:");
+  FAILS(pkv_cache_match_prefix(c, prompt, 3, NULL, 0, NULL), PKV_INVALID_ARGUMENT,
+        "Invalid argument:");
+  CHECK(free_blocks(c) == free_before);
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 2);
+
+  /* stats, free into reclaimable, reset */
+  pkv_prefix_stats ps;
+  OK(pkv_cache_prefix_stats(c, &ps));
+  CHECK(ps.requests == 2 && ps.queries == 20 && ps.hits == 8 && ps.verify_failures == 0);
+  CHECK(ps.published >= 2);
+  FAILS(pkv_cache_prefix_stats(c, NULL), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  OK(pkv_cache_free(c, 1));
+  OK(pkv_cache_free(c, 2));
+  CHECK(free_blocks(c) == 16);
+  OK(pkv_cache_reclaimable_block_count(c, &n));
+  CHECK(n >= 2);
+  OK(pkv_cache_match_prefix(c, prompt, 10, "t", 1, &n));
+  CHECK(n == 8); /* still findable while reclaimable */
+  OK(pkv_cache_reset_prefix_cache(c));
+  OK(pkv_cache_match_prefix(c, prompt, 10, "t", 1, &n));
+  CHECK(n == 0);
+  OK(pkv_cache_cached_block_count(c, &n));
+  CHECK(n == 0);
+  FAILS(pkv_cache_reset_prefix_cache(NULL), PKV_INVALID_ARGUMENT, "Invalid argument: NULL");
+  OK(pkv_cache_validate_unsafe(c));
+  OK(pkv_cache_destroy(c));
+  FAILS(pkv_cache_allocate_tokens(c, 1, prompt, 10, NULL, 0, &cached), PKV_INVALID_ARGUMENT,
+        "Invalid argument: not a live pkv_cache handle");
+  FAILS(pkv_cache_cached_block_count(c, &n), PKV_INVALID_ARGUMENT, "Invalid argument: not a live");
+
+  /* prefix caching off: the token form is the count form and finds nothing */
+  OK(pkv_cache_options_init(&o));
+  o.prefix_caching = false;
+  OK(pkv_cache_create(16, 4, 2, 8, &o, &c));
+  OK(pkv_cache_allocate_tokens(c, 1, prompt, 10, NULL, 0, &cached));
+  OK(pkv_cache_commit(c, 1, 10, &published));
+  CHECK(published == 0);
+  OK(pkv_cache_allocate_tokens(c, 2, prompt, 10, NULL, 0, &cached));
+  CHECK(cached == 0);
+  OK(pkv_cache_destroy(c));
+  point("prefix caching: allocate/commit/match/append with token ids, stats, reset, bad input");
+}
+
+static void hex_of(const pkv_block_hash* h, size_t bytes, char* out) {
+  for (size_t i = 0; i < bytes; ++i) sprintf(out + 2 * i, "%02x", h->bytes[i]);
+}
+
+static void test_block_hashes(void) {
+  /* The known vectors of tests/test_block_hash.cpp: tokens 0..9, block size 4. */
+  uint32_t t[10];
+  for (uint32_t i = 0; i < 10; ++i) t[i] = i;
+  pkv_block_hash hs[3];
+  size_t req = 99;
+  char hex[65];
+  OK(pkv_block_hashes(t, 10, 4, NULL, 0, PKV_HASH_SHA256, NULL, 0, &req)); /* size query */
+  CHECK(req == 2);
+  FAILS(pkv_block_hashes(t, 10, 4, NULL, 0, PKV_HASH_SHA256, hs, 1, &req), PKV_BUFFER_TOO_SMALL,
+        "Buffer too small");
+  CHECK(req == 2);
+  OK(pkv_block_hashes(t, 10, 4, NULL, 0, PKV_HASH_SHA256, hs, 3, &req));
+  CHECK(req == 2);
+  hex_of(&hs[0], 32, hex);
+  CHECK(strcmp(hex, "0c47b210c9a57e664661f7ed102b192883b1368f854d43d07cadd79728a99167") == 0);
+  hex_of(&hs[1], 32, hex);
+  CHECK(strcmp(hex, "ceb321cb84e5f0e41624e807242967931200961a2a5965aa54451db28d6d86c2") == 0);
+  OK(pkv_block_hashes(t, 10, 4, "tenant-a", 8, PKV_HASH_SHA256, hs, 3, &req));
+  hex_of(&hs[1], 32, hex);
+  CHECK(strcmp(hex, "9fbd8df54e8cdb1c6eedff515ce175105f35bbcc0b0e93aed1e9348977e08390") == 0);
+  OK(pkv_block_hashes(t, 10, 4, "tenant-a", 8, PKV_HASH_XXH3_128, hs, 3, &req));
+  hex_of(&hs[0], 16, hex);
+  CHECK(strcmp(hex, "d94d032fdacc9824ff9e899c1d74acfc") == 0);
+  int zero = 1;
+  for (int i = 16; i < 32; ++i) zero &= hs[0].bytes[i] == 0;
+  CHECK(zero);
+  OK(pkv_block_hashes(NULL, 0, 4, NULL, 0, PKV_HASH_SHA256, NULL, 0, &req));
+  CHECK(req == 0);
+  req = 99;
+  FAILS(pkv_block_hashes(t, 10, 0, NULL, 0, PKV_HASH_SHA256, hs, 3, &req), PKV_INVALID_ARGUMENT,
+        "Invalid argument: block_hashes: block_size must be positive");
+  CHECK(req == 99);
+  FAILS(pkv_block_hashes(t, 10, 4, NULL, 0, (pkv_hash_algorithm)2, hs, 3, &req),
+        PKV_INVALID_ARGUMENT, "Invalid argument: unknown hash algorithm 2");
+  FAILS(pkv_block_hashes(NULL, 10, 4, NULL, 0, PKV_HASH_SHA256, hs, 3, &req), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for tokens");
+  FAILS(pkv_block_hashes(t, 10, 4, NULL, 1, PKV_HASH_SHA256, hs, 3, &req), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for salt");
+  FAILS(pkv_block_hashes(t, 10, 4, NULL, 0, PKV_HASH_SHA256, NULL, 3, &req), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for out");
+  FAILS(pkv_block_hashes(t, 10, 4, NULL, 0, PKV_HASH_SHA256, hs, 3, NULL), PKV_INVALID_ARGUMENT,
+        "Invalid argument: NULL pointer for required");
+  point("block_hashes: the C++ known vectors, size query, bad input");
+}
+
+/* Threads allocating, committing and freeing one shared prompt (plus a private tail each): every
+ * call succeeds, cached counts are block multiples, and the accounting is exact afterwards. */
+typedef struct prefix_arg {
+  pkv_cache* cache;
+  int id;
+  int failures;
+  size_t hits;
+} prefix_arg;
+
+static void* prefix_worker(void* p) {
+  prefix_arg* a = (prefix_arg*)p;
+  uint32_t prompt[40];
+  for (int i = 0; i < 40; ++i) prompt[i] = (uint32_t)(7000 + i);
+  for (int step = 0; step < 300; ++step) {
+    const uint64_t seq = ((uint64_t)a->id << 32) | (uint64_t)step;
+    prompt[39] = (uint32_t)(a->id * 1000 + step); /* the last block differs per request */
+    size_t cached = 0, published = 0;
+    if (pkv_cache_allocate_tokens(a->cache, seq, prompt, 40, "s", 1, &cached) != PKV_OK ||
+        cached % 8 != 0 || cached > 32) {
+      ++a->failures;
+      continue;
+    }
+    a->hits += cached;
+    if (pkv_cache_commit(a->cache, seq, 40, &published) != PKV_OK) ++a->failures;
+    if (pkv_cache_free(a->cache, seq) != PKV_OK) ++a->failures;
+  }
+  return NULL;
+}
+
+static void test_prefix_threads(void) {
+  pkv_cache* c = make_cache(64, 8);
+  enum { kThreads = 4 };
+  pthread_t th[kThreads];
+  prefix_arg args[kThreads];
+  for (int t = 0; t < kThreads; ++t) {
+    args[t] = (prefix_arg){c, t + 1, 0, 0};
+    CHECK(pthread_create(&th[t], NULL, prefix_worker, &args[t]) == 0);
+  }
+  size_t hits = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    CHECK(pthread_join(th[t], NULL) == 0);
+    CHECK(args[t].failures == 0);
+    hits += args[t].hits;
+  }
+  pkv_prefix_stats ps;
+  OK(pkv_cache_prefix_stats(c, &ps));
+  CHECK(ps.requests == kThreads * 300 && ps.hits == hits);
+  CHECK(hits > 0); /* after the first commit, the four shared blocks are found */
+  CHECK(free_blocks(c) == 64);
+  size_t n = 99;
+  OK(pkv_cache_num_sequences(c, &n));
+  CHECK(n == 0);
+  OK(pkv_cache_validate_unsafe(c));
+  OK(pkv_cache_destroy(c));
+  point("threads share a prompt's cached blocks through the C ABI; exact accounting afterwards");
+}
+
 int main(void) {
   printf("TAP version 13\n");
   test_status_names();
@@ -671,6 +993,10 @@ int main(void) {
   test_streaming();
   test_pool();
   test_threads();
+  test_many_truncate();
+  test_prefix();
+  test_block_hashes();
+  test_prefix_threads();
   printf("1..%d\n", g_point);
   printf("# C ABI tests: %d passed, %d failed\n", g_point - g_failed_points, g_failed_points);
   return g_failed_points == 0 ? 0 : 1;

@@ -403,4 +403,5 @@ def test_readme_python_example_runs(capsys):
     scope = {}
     exec(block, scope)
     assert scope["copy"] == pkv.CopyOp(2, 3)
+    assert scope["hit"] == 32  # prefix caching: two of the 40 tokens' blocks (the last is computed)
     assert "Sequences: 2 active" in capsys.readouterr().out

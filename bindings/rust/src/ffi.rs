@@ -32,6 +32,30 @@ pub struct pkv_cache_options {
     pub magazine_size: u32,
     pub hold_copy_sources: bool,
     pub affinity_shift: c_uint,
+    pub prefix_caching: bool,
+    pub prefix_hash: pkv_hash_algorithm,
+    pub prefix_verify_tokens: bool,
+}
+
+pub type pkv_hash_algorithm = c_int;
+pub const PKV_HASH_SHA256: pkv_hash_algorithm = 0;
+pub const PKV_HASH_XXH3_128: pkv_hash_algorithm = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct pkv_prefix_stats {
+    pub requests: u64,
+    pub queries: u64,
+    pub hits: u64,
+    pub published: u64,
+    pub reclaimed: u64,
+    pub verify_failures: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct pkv_block_hash {
+    pub bytes: [u8; 32],
 }
 
 pub type pkv_strategy_kind = c_int;
@@ -148,6 +172,91 @@ extern "C" {
     ) -> pkv_status;
     pub fn pkv_cache_free(cache: *mut pkv_cache, seq: u64) -> pkv_status;
     pub fn pkv_cache_fork(cache: *mut pkv_cache, src: u64, dst: u64) -> pkv_status;
+    pub fn pkv_cache_fork_many(
+        cache: *mut pkv_cache,
+        src: u64,
+        dsts: *const u64,
+        n: usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_free_many(
+        cache: *mut pkv_cache,
+        seqs: *const u64,
+        n: usize,
+        errors: *mut pkv_item_error,
+        num_errors: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_truncate(
+        cache: *mut pkv_cache,
+        seq: u64,
+        num_tokens: usize,
+        blocks_released: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_allocate_tokens(
+        cache: *mut pkv_cache,
+        seq: u64,
+        prompt: *const u32,
+        n: usize,
+        salt: *const c_char,
+        salt_len: usize,
+        cached: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_append_tokens(
+        cache: *mut pkv_cache,
+        seq: u64,
+        tokens: *const u32,
+        n: usize,
+        copy: *mut pkv_copy_op,
+    ) -> pkv_status;
+    pub fn pkv_cache_append_batch_tokens(
+        cache: *mut pkv_cache,
+        seqs: *const u64,
+        tokens: *const u32,
+        n: usize,
+        copies: *mut pkv_item_copy,
+        num_copies: *mut usize,
+        errors: *mut pkv_item_error,
+        num_errors: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_commit(
+        cache: *mut pkv_cache,
+        seq: u64,
+        num_tokens: usize,
+        published: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_match_prefix(
+        cache: *const pkv_cache,
+        tokens: *const u32,
+        n: usize,
+        salt: *const c_char,
+        salt_len: usize,
+        out: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_prefix_stats(
+        cache: *const pkv_cache,
+        out: *mut pkv_prefix_stats,
+    ) -> pkv_status;
+    pub fn pkv_cache_cached_block_count(cache: *const pkv_cache, out: *mut usize) -> pkv_status;
+    pub fn pkv_cache_reclaimable_block_count(
+        cache: *const pkv_cache,
+        out: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_cache_reset_prefix_cache(cache: *mut pkv_cache) -> pkv_status;
+    pub fn pkv_cache_block_ref_count(
+        cache: *const pkv_cache,
+        block: u32,
+        out: *mut usize,
+    ) -> pkv_status;
+    pub fn pkv_block_hashes(
+        tokens: *const u32,
+        n: usize,
+        block_size: usize,
+        salt: *const c_char,
+        salt_len: usize,
+        algorithm: pkv_hash_algorithm,
+        out: *mut pkv_block_hash,
+        capacity: usize,
+        required: *mut usize,
+    ) -> pkv_status;
     pub fn pkv_cache_pin(cache: *mut pkv_cache, seq: u64) -> pkv_status;
     pub fn pkv_cache_unpin(cache: *mut pkv_cache, seq: u64) -> pkv_status;
     pub fn pkv_cache_copy_done(cache: *mut pkv_cache, seq: u64, released: *mut usize)
