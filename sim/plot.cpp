@@ -158,7 +158,7 @@ std::string plot_sweep_png(const std::vector<SweepPoint>& points, double bound,
        << "set title " << gp_quote("pkv-sim --capacity-sweep: " + title) << "\n"
        << "set xlabel 'cache capacity (tokens = blocks x block size)'\n"
        << "set ylabel 'prefix hit rate (% of prompt tokens)'\n"
-       << "set logscale x\nset yrange [0:*]\nset grid\nset key top left\n"
+       << "set logscale x\nset yrange [0:*]\nset grid\nset key bottom right\n"
        << "plot " << gp_quote(data.string())
        << " using 1:3 with linespoints lw 2 pt 7 lc rgb '#1f77b4' title 'pkv replay'";
     if (lru) {
