@@ -5,8 +5,10 @@
 // are strict: whole numbers in decimal without sign, numbers finite; each flag has a range.
 // parse_options never throws and never exits (main.cpp prints and picks the exit status).
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -99,6 +101,17 @@ void parse_dataset(const std::string& v, Dataset& out) {
     return;
   }
   auto parts = split(v, ':');
+  if (parts[0] == "shared-prefix") {
+    std::string why;
+    auto spec = parse_shared_prefix(v, &why);
+    if (!spec) reject("--dataset " + v + ": " + why);
+    out = Dataset{};
+    out.kind = Dataset::Kind::shared_prefix;
+    out.mean_prompt = static_cast<double>(spec->system_tokens + spec->question_tokens);
+    out.sigma = 0;
+    out.name = v;
+    return;
+  }
   if (parts.size() == 3 && parts[0] == "fixed") {
     std::size_t p = 0;
     std::size_t o = 0;
@@ -110,7 +123,42 @@ void parse_dataset(const std::string& v, Dataset& out) {
     out = fixed_dataset(p, o);
     return;
   }
-  reject("--dataset must be alpaca, sharegpt or fixed:P:O, got '" + v + "'");
+  reject("--dataset must be alpaca, sharegpt, fixed:P:O or shared-prefix:G:P:S:Q, got '" + v + "'");
+}
+
+// --capacity-sweep: "B1,B2,..." (block counts) or "LO..HI:N" (N counts spaced geometrically
+// from LO to HI, both included). Each in 1..kMaxBlocks; the list is sorted, duplicates dropped.
+void parse_sweep(const std::string& v, std::vector<std::size_t>& out) {
+  const std::string form = "--capacity-sweep needs B1,B2,... or LO..HI:N (block counts 1.." +
+                           std::to_string(kMaxBlocks) + ", N in 2..64), got '" + v + "'";
+  std::vector<std::size_t> sizes;
+  if (const auto dots = v.find(".."); dots != std::string::npos) {
+    const auto colon = v.find(':', dots);
+    std::size_t lo = 0;
+    std::size_t hi = 0;
+    std::size_t n = 0;
+    if (colon == std::string::npos || !parse_uint(std::string_view(v).substr(0, dots), lo) ||
+        !parse_uint(std::string_view(v).substr(dots + 2, colon - dots - 2), hi) ||
+        !parse_uint(std::string_view(v).substr(colon + 1), n) || lo == 0 || hi < lo ||
+        hi > kMaxBlocks || n < 2 || n > 64) {
+      reject(form);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x =
+          static_cast<double>(lo) * std::pow(static_cast<double>(hi) / static_cast<double>(lo),
+                                             static_cast<double>(i) / static_cast<double>(n - 1));
+      sizes.push_back(std::clamp<std::size_t>(static_cast<std::size_t>(std::llround(x)), lo, hi));
+    }
+  } else {
+    for (auto part : split(v, ',')) {
+      std::size_t b = 0;
+      if (!parse_uint(part, b) || b == 0 || b > kMaxBlocks) reject(form);
+      sizes.push_back(b);
+    }
+  }
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  out = std::move(sizes);
 }
 
 void parse_evict(const std::string& v, Options& o) {
@@ -169,12 +217,49 @@ void declare(CLI::App& app, Options& o) {
 
   const char* workload = "workload";
   value(
-      "--dataset", "D", [&o](const std::string& v) { parse_dataset(v, o.dataset); },
+      "--dataset", "D",
+      [&o](const std::string& v) {
+        parse_dataset(v, o.dataset);
+        o.dataset_set = true;
+        o.shared_prefix.reset();
+        if (o.dataset.kind == Dataset::Kind::shared_prefix)
+          o.shared_prefix = parse_shared_prefix(v);
+      },
       "alpaca (~19 prompt / 58 output tokens), sharegpt (~161 / 338; default),\n"
-      "or fixed:P:O (exact lengths); alpaca/sharegpt lengths are lognormal",
+      "fixed:P:O (exact lengths), or shared-prefix:G:P:S:Q (G groups of P prompts:\n"
+      "an S-token shared system prompt + a Q-token question; prefix caching);\n"
+      "alpaca/sharegpt lengths are lognormal",
       workload);
-  value("--requests", "N", whole("--requests", o.requests, 0, kMaxRequests),
-        "requests in total (default 1000; 0 = unlimited, needs --duration/--max-steps)", workload);
+  {
+    auto set_requests = whole("--requests", o.requests, 0, kMaxRequests);
+    value(
+        "--requests", "N",
+        [&o, set_requests](const std::string& v) {
+          set_requests(v);
+          o.requests_set = true;
+        },
+        "requests in total (default 1000, a token workload all of its own; 0 = unlimited,\n"
+        "needs --duration/--max-steps)",
+        workload);
+  }
+  value(
+      "--trace", "FILE",
+      [&o](const std::string& v) {
+        try {
+          o.trace = std::make_shared<const Trace>(load_mooncake_trace(v));
+        } catch (const TraceError& e) {
+          reject(std::string("--trace: ") + e.what());
+        }
+        if (o.trace->requests.empty()) reject("--trace: " + v + " holds no request");
+        o.dataset = Dataset{};
+        o.dataset.kind = Dataset::Kind::trace;
+        o.dataset.name = "trace " + std::filesystem::path(v).filename().string();
+      },
+      "replay a Mooncake JSONL trace (token ids from its hash_ids; prefix caching)", workload);
+  value("--time-scale", "MS", number("--time-scale", o.time_scale, 1e-3, 1e9),
+        "--trace: trace milliseconds per scheduler step (default 50)", workload);
+  value("--output-len", "N", whole("--output-len", o.output_len, 1, kMaxLen),
+        "shared-prefix: output tokens of each request (default 256)", workload);
   value("--rate", "R", number("--rate", o.rate, 0, 1000),
         "Poisson arrivals per scheduler step (default 1; 0 = all arrive at step 0)", workload);
   value("--n", "K", whole("--n", o.n, 1, kMaxFanout),
@@ -189,8 +274,21 @@ void declare(CLI::App& app, Options& o) {
   const char* engine = "engine";
   value("--workers", "N", whole("--workers", o.workers, 1, kMaxWorkers),
         "scheduler threads sharing the cache (default 2)", engine);
-  value("--blocks", "N", whole("--blocks", o.blocks, 1, kMaxBlocks),
-        "KV blocks in the cache (default 2048)", engine);
+  {
+    auto set_blocks = whole("--blocks", o.blocks, 1, kMaxBlocks);
+    value(
+        "--blocks", "N",
+        [&o, set_blocks](const std::string& v) {
+          set_blocks(v);
+          o.blocks_set = true;
+        },
+        "KV blocks in the cache (default 2048; 131072 for a token workload)", engine);
+  }
+  value(
+      "--capacity-sweep", "LIST", [&o](const std::string& v) { parse_sweep(v, o.capacity_sweep); },
+      "token workloads: replay at each cache size (B1,B2,... or LO..HI:N blocks),\n"
+      "print hit rate against capacity (and --plot it)",
+      engine);
   value("--block-size", "T", whole("--block-size", o.block_size, 1, kMaxBlockSize),
         "tokens per block (default 16)", engine);
   value("--max-seqs", "N", whole("--max-seqs", o.max_seqs, 1, std::size_t{1} << 20),
@@ -278,6 +376,7 @@ ParseResult parse_options(std::span<const std::string_view> args) {
     r.text = "unknown option '" + extra.front() + "' (see --help)";
     return r;
   }
+  resolve_token_workload(r.options);
   if (auto err = validate(r.options); !err.empty()) {
     r.kind = ParseResult::Kind::error;
     r.text = err;

@@ -27,6 +27,8 @@ const char* op_name(Op op) noexcept {
       return "apply_streaming_llm";
     case Op::set_priority:
       return "set_priority";
+    case Op::commit:
+      return "commit";
   }
   return "?";
 }
@@ -114,6 +116,29 @@ std::vector<Row> rows(const Report& r) {
   add("preemptions", std::to_string(r.preemptions) + " (" + std::to_string(r.evictions) +
                          " evictions, " + std::to_string(r.recomputed_tokens) +
                          " tokens recomputed)");
+  if (r.token_mode) {
+    if (r.prefix_caching) {
+      add("prefix hit rate", fixed(100 * r.prefix_hit_rate(), 2) + "% of prompt tokens (" +
+                                 std::to_string(r.prefix_hit_tokens) + " of " +
+                                 std::to_string(r.prompt_tokens) + " not recomputed)");
+    } else {
+      add("prefix hit rate", "none: allocated by count (this cache has no prefix caching)");
+    }
+    if (r.has_bound) {
+      add("hit-rate bound", fixed(100 * r.bound.hit_rate(), 2) + "% with an infinite cache (" +
+                                std::to_string(r.bound.hit_tokens) + " of " +
+                                std::to_string(r.bound.prompt_tokens) + " tokens, " +
+                                std::to_string(r.bound.requests) + " requests)");
+    }
+    if (r.prefix_caching) {
+      add("prefix cache", std::to_string(r.prefix.published) + " blocks published, " +
+                              std::to_string(r.prefix.reclaimed) + " reclaimed; " +
+                              std::to_string(r.recompute_hit_tokens) +
+                              " readmitted tokens found cached");
+      add("  at the end", std::to_string(r.end_cached_blocks) + " cached blocks, " +
+                              std::to_string(r.end_reclaimable_blocks) + " reclaimable");
+    }
+  }
   if (r.streaming_trims > 0) {
     add("streaming", std::to_string(r.streaming_trims) + " trims, " +
                          std::to_string(r.streaming_dropped_tokens) + " tokens dropped");
@@ -228,6 +253,29 @@ void json_report(std::ostream& os, const Report& r, const std::string& indent) {
   u("forks", r.forks);
   u("preemptions", r.preemptions);
   u("evictions", r.evictions);
+  key("prefix");
+  os << "{\"token_workload\": " << (r.token_mode ? "true" : "false")
+     << ", \"prefix_caching\": " << (r.prefix_caching ? "true" : "false") << ", \"hit_rate\": ";
+  json_number(os, r.prefix_hit_rate());
+  os << ", \"prompt_tokens\": " << r.prompt_tokens
+     << ", \"hit_tokens_not_recomputed\": " << r.prefix_hit_tokens
+     << ", \"readmission_hit_tokens\": " << r.recompute_hit_tokens
+     << ", \"cache_requests\": " << r.prefix.requests << ", \"cache_queries\": " << r.prefix.queries
+     << ", \"cache_hits\": " << r.prefix.hits << ", \"published_blocks\": " << r.prefix.published
+     << ", \"reclaimed_blocks\": " << r.prefix.reclaimed
+     << ", \"verify_failures\": " << r.prefix.verify_failures
+     << ", \"end_cached_blocks\": " << r.end_cached_blocks
+     << ", \"end_reclaimable_blocks\": " << r.end_reclaimable_blocks << ", \"bound\": ";
+  if (r.has_bound) {
+    os << "{\"hit_rate\": ";
+    json_number(os, r.bound.hit_rate());
+    os << ", \"hit_tokens\": " << r.bound.hit_tokens
+       << ", \"prompt_tokens\": " << r.bound.prompt_tokens << ", \"requests\": " << r.bound.requests
+       << ", \"block_size\": " << r.bound.block_size << "}";
+  } else {
+    os << "null";
+  }
+  os << "},\n";
   u("streaming_trims", r.streaming_trims);
   u("streaming_dropped_tokens", r.streaming_dropped_tokens);
   key("verified");
@@ -249,6 +297,11 @@ double Report::tokens_per_s() const noexcept {
 }
 double Report::calls_per_s() const noexcept {
   return per_s(static_cast<double>(latency.count()), wall_s);
+}
+double Report::prefix_hit_rate() const noexcept {
+  return prompt_tokens == 0
+             ? 0.0
+             : static_cast<double>(prefix_hit_tokens) / static_cast<double>(prompt_tokens);
 }
 double Report::allocator_share_pct() const noexcept {
   return worker_seconds > 0 ? 100.0 * allocator_seconds / worker_seconds : 0;

@@ -17,6 +17,8 @@
 
 #include "histogram.hpp"
 #include "options.hpp"
+#include "pkv/prefix_types.hpp"
+#include "trace.hpp"
 
 namespace pkv::sim {
 
@@ -32,9 +34,10 @@ enum class Op : std::uint8_t {
   free,
   evict,
   streaming,
-  set_priority
+  set_priority,
+  commit
 };
-inline constexpr std::size_t kNumOps = 8;
+inline constexpr std::size_t kNumOps = 9;
 const char* op_name(Op op) noexcept;
 
 /// One point of the time series (taken every step; sharing/waste every sample_every steps).
@@ -64,6 +67,17 @@ struct Report {
   std::uint64_t prompt_tokens = 0;      ///< prompt tokens allocated at first admission
   std::uint64_t output_tokens = 0;      ///< tokens decoded (one per running sequence per step)
   std::uint64_t recomputed_tokens = 0;  ///< tokens re-allocated after a preemption
+  // prefix caching (token workloads: --trace, --dataset shared-prefix)
+  //   prefix hit rate = prefix_hit_tokens / prompt_tokens (first admissions; the bound's rules)
+  bool token_mode = false;
+  bool prefix_caching = false;  ///< the cache looked prefixes up (false: by count, the seed)
+  std::uint64_t prefix_hit_tokens = 0;       ///< prompt tokens found cached: not recomputed
+  std::uint64_t recompute_hit_tokens = 0;    ///< readmitted (preempted) tokens found cached
+  PrefixCacheStats prefix{};                 ///< the cache's own counters (every allocate)
+  std::uint64_t end_cached_blocks = 0;       ///< findable blocks after every request was freed
+  std::uint64_t end_reclaimable_blocks = 0;  ///< of them held by no sequence (all, at the end)
+  bool has_bound = false;
+  PrefixBound bound{};  ///< infinite cache, same trace, same block size and rules
   // allocator calls
   LatencyHistogram latency;  ///< every timed call
   LatencyHistogram op_latency[kNumOps];
@@ -101,6 +115,7 @@ struct Report {
   double tokens_per_s() const noexcept;
   double calls_per_s() const noexcept;
   double allocator_share_pct() const noexcept;
+  double prefix_hit_rate() const noexcept;
 };
 
 void print_text(std::ostream& os, const Report& r);

@@ -24,7 +24,9 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -37,9 +39,23 @@
 
 namespace pkv::sim::detail {
 
+/// A cache with prefix caching's token-id calls (pkv; the seed baseline has none and runs token
+/// workloads by count, with no hits).
+template <class Cache>
+concept TokenCache = requires(Cache& c, const Cache& cc, SeqId s, std::span<const TokenId> t,
+                              std::span<const SeqId> ids, AppendBatchOutcome& out) {
+  {c.allocate(s, t, std::string_view{})};
+  {c.append(s, t)};
+  {c.append_batch(ids, t, out)};
+  {c.commit(s, std::size_t{})};
+  {cc.prefix_stats()};
+};
+
 template <class Cache>
 class Scheduler {
  public:
+  static constexpr bool kTokens = TokenCache<Cache>;
+
   Scheduler(const Options& o, Cache& cache, Verifier<Cache>& verifier, WaitingQueue& waiting,
             EvictionLog& evicted)
       : o_(o),
@@ -114,7 +130,36 @@ class Scheduler {
     SeqState& root = g.seqs.front();
     const std::uint32_t root_tokens = single ? root.kept : prefix;
     std::uint64_t tokens = root_tokens;
-    {
+    std::size_t hit = 0;  // leading tokens found in the prefix cache: not recomputed
+    if (kTokens && g.req.tokens != nullptr) {
+      // Token workload: allocate with the ids (the prompt, then what the request generated
+      // before a preemption), write the KV of the tokens not found (prefill), commit them all.
+      thread_local std::vector<TokenId> ids;
+      g.req.tokens->prompt(g.req.id, ids);
+      for (std::uint64_t p = ids.size(); p < root_tokens; ++p)
+        ids.push_back(TokenWorkload::generated(g.req.id, p));
+      ids.resize(root_tokens);
+      const auto gate = verifier_.writing();
+      auto r = timed(c.st, Op::allocate, [&] {
+        if constexpr (kTokens) {
+          return cache_.allocate(root.id, std::span<const TokenId>(ids));
+        } else {
+          return cache_.allocate(root.id, root_tokens);  // not reached
+        }
+      });
+      if (!r) return classify("allocate", root.id, r.error());
+      created.push_back(root.id);
+      if constexpr (kTokens) hit = r.value();
+      c.st.allocate_hit_tokens += hit;  // also when the admission is rolled back below
+      if (Admit a = wrote(verifier_.written(c, root, static_cast<std::uint32_t>(hit), root_tokens,
+                                            std::nullopt));
+          a != Admit::ok)
+        return a;
+      if constexpr (kTokens) {
+        auto m = timed(c.st, Op::commit, [&] { return cache_.commit(root.id, root_tokens); });
+        if (!m) return classify("commit", root.id, m.error());
+      }
+    } else {
       const auto gate = verifier_.writing();
       auto r = timed(c.st, Op::allocate, [&] { return cache_.allocate(root.id, root_tokens); });
       if (!r) return classify("allocate", root.id, r.error());
@@ -149,8 +194,10 @@ class Scheduler {
     }
     if (g.admitted_once) {
       c.st.recomputed_tokens += tokens;
+      c.st.recompute_hit_tokens += hit;
     } else {
       c.st.prompt_tokens += tokens;
+      c.st.prefix_hit_tokens += hit;
       g.admitted_once = true;
     }
     return Admit::ok;
@@ -272,18 +319,33 @@ class Scheduler {
     Ctx& c = w.ctx;
     w.batch_ids.clear();
     w.batch_items.clear();
+    w.batch_tokens.clear();
+    bool by_ids = false;  // a token workload on a cache that takes ids: every item carries one
     for (std::size_t k = 0; k < w.running.size(); ++k) {
       if (oc[k] != Outcome::running) continue;
-      for (std::size_t i = 0; i < w.running[k]->seqs.size(); ++i) {
-        w.batch_ids.push_back(w.running[k]->seqs[i].id);
+      const Group& g = *w.running[k];
+      by_ids = kTokens && g.req.tokens != nullptr;
+      for (std::size_t i = 0; i < g.seqs.size(); ++i) {
+        w.batch_ids.push_back(g.seqs[i].id);
         w.batch_items.push_back(Worker::Item{k, i});
+        if (by_ids)
+          w.batch_tokens.push_back(TokenWorkload::generated(g.req.id, g.seqs[i].position));
       }
     }
     w.retry.assign(w.batch_items.size(), false);
     if (!w.batch_ids.empty() && c.error.empty()) {
       const auto gate = verifier_.writing();
       const auto t0 = Clock::now();
-      cache_.append_batch(w.batch_ids, 1, w.batch);
+      if constexpr (kTokens) {
+        if (by_ids) {
+          if (auto r = cache_.append_batch(w.batch_ids, w.batch_tokens, w.batch); !r)
+            c.error = "append_batch: " + r.error().message();
+        } else {
+          cache_.append_batch(w.batch_ids, 1, w.batch);
+        }
+      } else {
+        cache_.append_batch(w.batch_ids, 1, w.batch);
+      }
       const auto t1 = Clock::now();
       c.st.hist[static_cast<std::size_t>(Op::append_batch)].record_shared(
           static_cast<std::uint64_t>(
@@ -386,7 +448,15 @@ class Scheduler {
       {
         const auto gate = verifier_.writing();
         SeqState& s = g.seqs[i];
-        auto r = timed(c.st, Op::append, [&] { return cache_.append(s.id, 1); });
+        auto r = timed(c.st, Op::append, [&] {
+          if constexpr (kTokens) {
+            if (g.req.tokens != nullptr) {
+              const TokenId t[1] = {TokenWorkload::generated(g.req.id, s.position)};
+              return cache_.append(s.id, std::span<const TokenId>(t));
+            }
+          }
+          return cache_.append(s.id, 1);
+        });
         if (r) {
           if (r.value()) ++c.st.cow_copies;
           push_tokens(s, 1, verifier_.on());

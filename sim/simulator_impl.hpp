@@ -289,6 +289,19 @@ class Simulator {
     if (stream_.drawn() > 0) r.mean_prompt = prompt_sum_ / static_cast<double>(stream_.drawn());
     if (outputs_drawn_ > 0) r.mean_output = output_sum_ / static_cast<double>(outputs_drawn_);
     r.prompt_tokens = t.prompt_tokens;
+    r.token_mode = o_.token_mode();
+    r.prefix_hit_tokens = t.prefix_hit_tokens;
+    r.recompute_hit_tokens = t.recompute_hit_tokens;
+    if constexpr (TokenCache<Cache>) {
+      r.prefix_caching = r.token_mode;
+      r.prefix = cache_.prefix_stats();
+      r.end_cached_blocks = cache_.cached_block_count();
+      r.end_reclaimable_blocks = cache_.reclaimable_block_count();
+    }
+    if (const TokenWorkload* tw = stream_.tokens()) {
+      r.has_bound = true;
+      r.bound = tw->bound(o_.block_size, r.requests);
+    }
     r.output_tokens = t.output_tokens;
     r.recomputed_tokens = t.recomputed_tokens;
     for (std::size_t i = 0; i < kNumOps; ++i) {
@@ -325,6 +338,22 @@ class Simulator {
     }
     if (r.error.empty() && o_.verify) {
       if (auto v = cache_.validate_unsafe(); !v.empty()) r.error = "validate_unsafe: " + v;
+    }
+    if constexpr (TokenCache<Cache>) {
+      // Every sequence is freed, so every findable block is held by none; the simulator's hits
+      // are the cache's (one allocate per admission, all counted).
+      if (r.error.empty() && r.end_cached_blocks != r.end_reclaimable_blocks) {
+        r.error = "the cache counts " + std::to_string(r.end_cached_blocks) + " cached but " +
+                  std::to_string(r.end_reclaimable_blocks) +
+                  " reclaimable blocks with nothing held";
+      }
+      if (r.error.empty() && r.prefix_caching && r.prefix.hits != t.allocate_hit_tokens) {
+        r.error = "the cache counted " + std::to_string(r.prefix.hits) +
+                  " prefix hit tokens, the simulator " + std::to_string(t.allocate_hit_tokens);
+      }
+    } else if (r.token_mode) {
+      r.note += std::string(r.note.empty() ? "" : "; ") +
+                "no prefix caching on this cache: token prompts allocated by count (no hits)";
     }
     if (throttled_steps_ > 0) {
       r.note += std::string(r.note.empty() ? "" : "; ") + "arrivals held back in " +

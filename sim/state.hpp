@@ -49,6 +49,15 @@ inline std::uint64_t token_cookie(std::uint64_t writer, std::uint64_t position) 
 }
 constexpr std::uint64_t kPromptWriter = std::uint64_t{1} << 63;  // writer of a request's prompt
 
+/// Token workloads: the cookie of a token is its content's, not its writer's: a chain over the
+/// token ids up to it (prev = the cookie before it, kContentSeed at position 0). Two sequences
+/// whose first p tokens are equal expect the same cookie at p, so a prefix hit, whose KV another
+/// request wrote, reads back exactly the cookies it claims; a wrong hit reads another chain.
+constexpr std::uint64_t kContentSeed = 0x243f6a8885a308d3ULL;
+inline std::uint64_t content_cookie(std::uint64_t prev, TokenId token, std::uint64_t position) {
+  return splitmix64(prev ^ splitmix64((std::uint64_t{token} << 32) ^ position)) | 1;
+}
+
 struct SeqState {
   SeqId id{};
   std::uint32_t kept = 0;              ///< tokens the cache holds for it
@@ -56,6 +65,7 @@ struct SeqState {
   std::uint32_t generated = 0;         ///< sampling: tokens decoded by this sample
   std::uint32_t target = 0;            ///< sampling: this sample's output length
   std::uint64_t position = 0;          ///< logical position of the next token (cookies)
+  bool tokens = false;                 ///< token workload: generated ids, content cookies
   std::vector<std::uint64_t> cookies;  ///< --verify: expected cookie of each kept token
 };
 
@@ -86,7 +96,14 @@ struct Group {
 
 /// Appends tokens to `s` (kept and, under --verify, their cookies).
 inline void push_tokens(SeqState& s, std::uint32_t n, bool verify) {
-  if (verify) {
+  if (verify && s.tokens) {
+    for (std::uint32_t k = 0; k < n; ++k) {
+      const std::uint64_t p = s.position + k;
+      const TokenId t = TokenWorkload::generated(request_of(s.id), p);
+      s.cookies.push_back(
+          content_cookie(s.cookies.empty() ? kContentSeed : s.cookies.back(), t, p));
+    }
+  } else if (verify) {
     for (std::uint32_t k = 0; k < n; ++k)
       s.cookies.push_back(token_cookie(s.id.value, s.position + k));
   }
@@ -104,7 +121,17 @@ inline std::unique_ptr<Group> make_group(const Request& req, const Options& o) {
   base.kept = req.prompt;
   base.prompt_prefix = req.prompt;
   base.position = req.prompt;
-  if (o.verify) {
+  base.tokens = req.tokens != nullptr;
+  if (o.verify && req.tokens) {
+    std::vector<TokenId> prompt;
+    req.tokens->prompt(req.id, prompt);
+    base.cookies.reserve(prompt.size());
+    std::uint64_t prev = kContentSeed;
+    for (std::size_t p = 0; p < prompt.size(); ++p) {
+      prev = content_cookie(prev, prompt[p], p);
+      base.cookies.push_back(prev);
+    }
+  } else if (o.verify) {
     base.cookies.reserve(req.prompt);
     for (std::uint32_t p = 0; p < req.prompt; ++p)
       base.cookies.push_back(token_cookie(kPromptWriter | req.id, p));
@@ -166,6 +193,10 @@ struct Stats {
   std::uint64_t output_tokens = 0;
   std::uint64_t prompt_tokens = 0;
   std::uint64_t recomputed_tokens = 0;
+  std::uint64_t prefix_hit_tokens = 0;     // token workloads: prompt tokens found cached (first
+                                           // admission)
+  std::uint64_t recompute_hit_tokens = 0;  // and tokens found cached when readmitted
+  std::uint64_t allocate_hit_tokens = 0;   // every allocate's hit (the cache's count)
   std::uint64_t finished = 0;
   std::uint64_t aborted = 0;
 
@@ -181,6 +212,9 @@ struct Stats {
     output_tokens += o.output_tokens;
     prompt_tokens += o.prompt_tokens;
     recomputed_tokens += o.recomputed_tokens;
+    prefix_hit_tokens += o.prefix_hit_tokens;
+    recompute_hit_tokens += o.recompute_hit_tokens;
+    allocate_hit_tokens += o.allocate_hit_tokens;
     finished += o.finished;
     aborted += o.aborted;
   }
@@ -203,6 +237,7 @@ struct Worker {
     std::size_t seq;    // index into that group's seqs
   };
   std::vector<SeqId> batch_ids;
+  std::vector<TokenId> batch_tokens;  // token workloads: each item's generated token id
   std::vector<Item> batch_items;
   std::vector<bool> retry;  // per item: found no free block, retried with eviction
   AppendBatchOutcome batch;

@@ -6,8 +6,10 @@
 #include <charconv>
 #include <fstream>
 #include <istream>
+#include <list>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 #include <utility>
 
 namespace pkv::sim {
@@ -177,6 +179,41 @@ PrefixBound infinite_cache_bound(const Trace& trace, std::size_t block_size) {
     b.hit_tokens += matched / block_size * block_size;
     b.prompt_tokens += n;
     ++b.requests;
+  }
+  return b;
+}
+
+PrefixBound lru_cache_bound(const Trace& trace, std::size_t block_size,
+                            std::size_t capacity_tokens) {
+  if (block_size == 0) throw std::invalid_argument("lru_cache_bound: block_size must be positive");
+  const std::size_t capacity = capacity_tokens / kTraceBlockTokens;
+  std::list<std::uint64_t> order;  // most recent first
+  std::unordered_map<std::uint64_t, std::list<std::uint64_t>::iterator> where;
+  PrefixBound b;
+  b.block_size = block_size;
+  for (const TraceRequest& r : trace.requests) {
+    const std::size_t n = r.input_length;
+    const std::size_t full = n / kTraceBlockTokens;
+    std::size_t depth = 0;
+    while (depth < full && where.contains(r.hash_ids[depth])) ++depth;
+    b.hit_tokens += std::min(depth * kTraceBlockTokens, n - 1) / block_size * block_size;
+    b.prompt_tokens += n;
+    ++b.requests;
+    if (capacity == 0) continue;
+    // Deepest block first, so a chain's root is its most recent block and goes last.
+    for (std::size_t t = full; t-- > 0;) {
+      const std::uint64_t id = r.hash_ids[t];
+      if (auto it = where.find(id); it != where.end()) {
+        order.splice(order.begin(), order, it->second);
+        continue;
+      }
+      order.push_front(id);
+      where.emplace(id, order.begin());
+      if (order.size() > capacity) {
+        where.erase(order.back());
+        order.pop_back();
+      }
+    }
   }
   return b;
 }

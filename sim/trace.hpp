@@ -109,6 +109,15 @@ struct PrefixBound {
 /// block_size 0 throws std::invalid_argument.
 PrefixBound infinite_cache_bound(const Trace& trace, std::size_t block_size);
 
+/// The LRU model of Mooncake's Fig. 9 (the theoretical hit rate against capacity): a cache of
+/// capacity_tokens / 512 trace blocks, nothing else in memory (no running requests, no outputs),
+/// requests in file order; a request hits its longest prefix of full trace blocks in the cache
+/// (counted with the rules above), then its full blocks are touched, deepest first, and inserted,
+/// the least recently used evicted. capacity_tokens >= the trace's distinct full blocks x 512
+/// gives infinite_cache_bound. block_size 0 throws std::invalid_argument.
+PrefixBound lru_cache_bound(const Trace& trace, std::size_t block_size,
+                            std::size_t capacity_tokens);
+
 /// The bound on any prompts, fed one at a time in arrival order, from their tokens: chain hashes
 /// of full blocks (xxh3_128, empty salt) kept in a set. Memory: one BlockHash (plus a hash-set
 /// node) per distinct full block seen. Not thread-safe.

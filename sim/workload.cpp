@@ -57,14 +57,60 @@ double Rng::exponential(double mean) noexcept {
   return -std::log(u) * mean;
 }
 
+TokenWorkload::TokenWorkload(const Options& o) : trace_(o.trace) {
+  if (!trace_ && o.shared_prefix) prompts_ = generate_shared_prefix(*o.shared_prefix, true, o.seed);
+  output_ = o.output_len;
+}
+
+std::size_t TokenWorkload::size() const noexcept {
+  return trace_ ? trace_->requests.size() : prompts_.size();
+}
+
+std::uint32_t TokenWorkload::prompt_length(std::uint64_t id) const {
+  return trace_ ? trace_->requests.at(id).input_length
+                : static_cast<std::uint32_t>(prompts_.at(id).tokens.size());
+}
+
+std::uint32_t TokenWorkload::output_length(std::uint64_t id) const {
+  return trace_ ? trace_->requests.at(id).output_length : output_;
+}
+
+void TokenWorkload::prompt(std::uint64_t id, std::vector<TokenId>& out) const {
+  if (trace_) {
+    expand_prompt(trace_->requests.at(id), id, out);
+  } else {
+    const auto& t = prompts_.at(id).tokens;
+    out.assign(t.begin(), t.end());
+  }
+}
+
+PrefixBound TokenWorkload::bound(std::size_t block_size, std::uint64_t requests) const {
+  const std::size_t n = std::min<std::uint64_t>(requests, size());
+  if (trace_) {
+    if (n == trace_->requests.size()) return infinite_cache_bound(*trace_, block_size);
+    Trace head;
+    head.source = trace_->source;
+    head.requests.assign(trace_->requests.begin(),
+                         trace_->requests.begin() + static_cast<std::ptrdiff_t>(n));
+    return infinite_cache_bound(head, block_size);
+  }
+  InfiniteCacheBound b(block_size);
+  for (std::size_t i = 0; i < n; ++i) b.add(prompts_[i].tokens);
+  return b.result();
+}
+
 RequestStream::RequestStream(const Options& options) : options_(options), rng_(options.seed) {
-  if (!exhausted() && options_.rate > 0) {
+  if (options_.token_mode()) tokens_ = std::make_shared<const TokenWorkload>(options_);
+  if (!exhausted() && options_.trace) {
+    next_arrival_ = trace_step(0);
+  } else if (!exhausted() && options_.rate > 0) {
     clock_ = rng_.exponential(1.0 / options_.rate);
     next_arrival_ = static_cast<std::uint64_t>(clock_);
   }
 }
 
 bool RequestStream::exhausted() const noexcept {
+  if (tokens_ && drawn_ >= tokens_->size()) return true;
   return options_.requests != 0 && drawn_ >= options_.requests;
 }
 
@@ -78,10 +124,31 @@ std::uint32_t RequestStream::draw_length(double mean) {
   return static_cast<std::uint32_t>(clamped);
 }
 
+std::uint64_t RequestStream::trace_step(std::uint64_t id) const {
+  return static_cast<std::uint64_t>(options_.trace->requests.at(id).timestamp_ms /
+                                    options_.time_scale);
+}
+
 Request RequestStream::next() {
   Request r;
   r.id = drawn_++;
   r.arrival_step = next_arrival_;
+  if (tokens_) {
+    // Token workloads keep their own lengths (no --max-len clamp: a clamp would cut prefixes).
+    r.tokens = tokens_.get();
+    r.prompt = tokens_->prompt_length(r.id);
+    r.outputs.assign(1, std::max<std::uint32_t>(1, tokens_->output_length(r.id)));
+    r.priority = static_cast<std::uint32_t>(rng_.below(options_.priority_levels));
+    r.rng_seed = splitmix64(options_.seed ^ splitmix64(r.id));
+    if (exhausted()) return r;
+    if (options_.trace) {
+      next_arrival_ = trace_step(drawn_);
+    } else if (options_.rate > 0) {
+      clock_ += rng_.exponential(1.0 / options_.rate);
+      next_arrival_ = static_cast<std::uint64_t>(clock_);
+    }
+    return r;
+  }
   const auto max_len = static_cast<std::uint32_t>(options_.max_len);
   r.prompt = std::min(draw_length(options_.dataset.mean_prompt), max_len - 1);
   // Every sample of a request decodes the request's output length, as serving benchmarks run
