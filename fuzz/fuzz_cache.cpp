@@ -9,10 +9,15 @@
 //   config: num_blocks = 1 + b % 16, block_size = 1 + b % 5, magazine = {0,1,2,4,32,64}[b % 6]
 //           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4 and
 //           affinity_shift = (b / 4) % 3 from the same byte, head_dim = 1 + b % 8
-//   then per call: kind = b % kOpKinds (18 kinds, in OpKind's order in harness.hpp), followed
-//   by its arguments: seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under
-//   every placement used); token counts b < 240 ? b % 24 : a huge value (overflow /
-//   out-of-memory paths); thresholds from a table that includes -0.5, 1.5, NaN and +-inf.
+//   then per call: kind = b % kOpKinds (18 kinds, in OpKind's order in ops.hpp) for b < 252;
+//   the kinds added later take the bytes whose old reading was the last, partial cycle of the
+//   modulus (no input of fuzz/corpus written before them has a kind byte >= 252, so those decode
+//   to the same calls as before): 252 fork_many (seq, a count byte c, c % 4 dst ids), 253
+//   free_many (a count byte c, c % 5 ids), 254 truncate (seq, tokens); 255 still reads as
+//   b % kOpKinds (free), left for the next kinds. Followed by the arguments: seq ids test_ids()[b %
+//   6] (three pairs of ids, each pair in one shard under every placement used); token counts b <
+//   240 ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
+//   includes -0.5, 1.5, NaN and +-inf.
 // At most 400 calls per input.
 //
 // Build: meson setup build-fuzz -Dfuzz=true (with CXX=clang++); run: see fuzz/meson.build.
@@ -72,7 +77,20 @@ class Bytes {
 
 Op decode(Bytes& in) {
   Op op;
-  op.kind = static_cast<OpKind>(in.u8() % pkv::model::kOpKinds);
+  const std::uint8_t kind = in.u8();
+  switch (kind) {
+    case 252:
+      op.kind = OpKind::fork_many;
+      break;
+    case 253:
+      op.kind = OpKind::free_many;
+      break;
+    case 254:
+      op.kind = OpKind::truncate;
+      break;
+    default:
+      op.kind = static_cast<OpKind>(kind % pkv::model::kOpKinds);
+  }
   switch (op.kind) {
     case OpKind::allocate:
     case OpKind::append:
@@ -116,6 +134,21 @@ Op decode(Bytes& in) {
     case OpKind::unpin:
     case OpKind::copy_done:
       op.seq = in.seq();
+      break;
+    case OpKind::fork_many: {
+      op.seq = in.seq();
+      const int k = in.u8() % 4;
+      for (int i = 0; i < k; ++i) op.ids.push_back(in.seq());
+      break;
+    }
+    case OpKind::free_many: {
+      const int k = in.u8() % 5;
+      for (int i = 0; i < k; ++i) op.ids.push_back(in.seq());
+      break;
+    }
+    case OpKind::truncate:
+      op.seq = in.seq();
+      op.n = in.tokens();
       break;
     case OpKind::sequence_ids:
     case OpKind::select_target:

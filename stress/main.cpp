@@ -112,8 +112,14 @@ void Stress::worker(unsigned t) {
       op_free(t);
     } else if (pick < 750) {
       op_streaming(t);
-    } else if (pick < 870) {
+    } else if (pick < 840) {
       op_get(t);
+    } else if (pick < 850) {
+      op_fork_many(t);
+    } else if (pick < 860) {
+      op_free_many(t);
+    } else if (pick < 870) {
+      op_truncate(t);
     } else if (pick < 880) {
       op_evict(t, false);
     } else if (pick < 882) {
@@ -160,12 +166,13 @@ int Stress::run() {
               " blind_appends=%" PRIu64 " copies=%" PRIu64 " pin_forks=%" PRIu64 " forks=%" PRIu64
               " cross_forks=%" PRIu64 " frees=%" PRIu64 " evict_calls=%" PRIu64 " evicted=%" PRIu64
               " streamed=%" PRIu64 " oom=%" PRIu64 " vanished=%" PRIu64 " strategy_changes=%" PRIu64
-              " checks=%" PRIu64 " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64
-              "\n",
+              " fork_many=%" PRIu64 " free_many=%" PRIu64 " truncates=%" PRIu64 " checks=%" PRIu64
+              " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64 "\n",
               total.ops, static_cast<double>(total.ops) / secs, total.allocs, total.appends,
               total.blind, total.copies, total.pin_forks, total.forks, total.cross_forks,
               total.frees, total.evict_calls, total.evicted, total.streamed, total.oom,
-              total.vanished, total.strategy_changes, checks_, tokens_checked_, v, opt_.seed);
+              total.vanished, total.strategy_changes, total.fork_manys, total.free_manys,
+              total.truncates, checks_, tokens_checked_, v, opt_.seed);
   return v == 0 ? 0 : 1;
 }
 

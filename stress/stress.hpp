@@ -131,7 +131,7 @@ struct Ledger {
 struct Stats {
   std::uint64_t ops = 0, allocs = 0, appends = 0, blind = 0, copies = 0, pin_forks = 0, forks = 0,
                 cross_forks = 0, frees = 0, evict_calls = 0, evicted = 0, streamed = 0, oom = 0,
-                vanished = 0, strategy_changes = 0;
+                vanished = 0, strategy_changes = 0, fork_manys = 0, free_manys = 0, truncates = 0;
   void add(const Stats& o) {
     ops += o.ops;
     allocs += o.allocs;
@@ -148,6 +148,9 @@ struct Stats {
     oom += o.oom;
     vanished += o.vanished;
     strategy_changes += o.strategy_changes;
+    fork_manys += o.fork_manys;
+    free_manys += o.free_manys;
+    truncates += o.truncates;
   }
 };
 
@@ -278,6 +281,9 @@ class Stress {
   void op_append_batch(unsigned t);
   void op_fork(unsigned t, bool cross);
   void op_free(unsigned t);
+  void op_fork_many(unsigned t);
+  void op_free_many(unsigned t);
+  void op_truncate(unsigned t);
   void op_streaming(unsigned t);
   void op_get(unsigned t);
   void op_evict(unsigned t, bool to_threshold);

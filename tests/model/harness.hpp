@@ -45,7 +45,7 @@ namespace pkv::model {
 struct Coverage {
   std::uint64_t steps = 0, ok = 0, copies = 0, oom = 0, not_found = 0, invalid_operation = 0,
                 invalid_argument = 0, evicted = 0, streamed = 0, forks = 0, shared_appends = 0,
-                copies_done = 0;
+                copies_done = 0, truncated = 0, forked_many = 0, freed_many_mixed = 0;
 };
 
 class Harness {
@@ -112,6 +112,12 @@ class Harness {
         return compare_void(cache_->unpin(SeqId{op.seq}), model_.unpin(SeqId{op.seq}));
       case OpKind::copy_done:
         return step_copy_done(op);
+      case OpKind::fork_many:
+        return step_fork_many(op);
+      case OpKind::free_many:
+        return step_free_many(op);
+      case OpKind::truncate:
+        return step_truncate(op);
     }
     return "unknown op";
   }
@@ -338,6 +344,87 @@ class Harness {
       ++cov_.forks;
       expected_[op.seq2] = expected_[op.seq];
     }
+    return {};
+  }
+
+  static std::vector<SeqId> seq_ids_of(const std::vector<std::uint64_t>& ids) {
+    std::vector<SeqId> v;
+    for (std::uint64_t id : ids) v.push_back(SeqId{id});
+    return v;
+  }
+
+  std::string step_fork_many(const Op& op) {
+    const std::vector<SeqId> dsts = seq_ids_of(op.ids);
+    Result<void> r = cache_->fork_many(SeqId{op.seq}, dsts);
+    Result<void> m = model_.fork_many(SeqId{op.seq}, dsts);
+    if (std::string e = compare_void(r, m); !e.empty()) return e;
+    if (r) {
+      cov_.forks += dsts.size();
+      if (dsts.size() >= 2) ++cov_.forked_many;
+      for (SeqId d : dsts) expected_[d.value] = expected_[op.seq];
+    }
+    return {};
+  }
+
+  // Each item must equal the model's free in item order: the outcome's errors (ascending items,
+  // in range) are exactly the model's, and item(i) agrees.
+  std::string step_free_many(const Op& op) {
+    const std::vector<SeqId> ids = seq_ids_of(op.ids);
+    FreeManyOutcome out;
+    out.errors.push_back({99, Error(Errc::invalid_operation, "stale")});  // must be cleared
+    cache_->free_many(ids, out);
+    const std::vector<std::pair<std::size_t, Error>> m = model_.free_many(ids);
+    if (out.items != ids.size()) return "free_many: items is not seqs.size()";
+    if (out.errors.size() != m.size())
+      return "free_many: " + std::to_string(out.errors.size()) + " failed items, model " +
+             std::to_string(m.size());
+    for (std::size_t k = 0; k < m.size(); ++k) {
+      if (out.errors[k].item != m[k].first)
+        return "free_many: failed item " + std::to_string(out.errors[k].item) + ", model " +
+               std::to_string(m[k].first);
+      if (std::string e = compare_error(out.errors[k].error, m[k].second); !e.empty())
+        return "free_many item " + std::to_string(m[k].first) + ": " + e;
+    }
+    std::size_t next_err = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const bool failed = next_err < m.size() && m[next_err].first == i;
+      if (failed) ++next_err;
+      if (out.item(i).has_value() == failed)
+        return "free_many: item(" + std::to_string(i) + ") wrong";
+      if (!failed) {
+        ++cov_.ok;
+        expected_.erase(ids[i].value);
+      }
+    }
+    if (out.all_freed() != m.empty()) return "free_many: all_freed() wrong";
+    if (!m.empty() && m.size() < ids.size()) ++cov_.freed_many_mixed;
+    return {};
+  }
+
+  std::string step_truncate(const Op& op) {
+    const SeqId s{op.seq};
+    const std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+    Result<std::size_t> r = cache_->truncate(s, op.n);
+    Result<std::size_t> m = model_.truncate(s, op.n);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value())
+      return "truncate released " + std::to_string(r.value()) + " blocks, model " +
+             std::to_string(m.value());
+    if (!pre) return "truncate succeeded on a sequence get_sequence did not find";
+    const std::optional<SequenceInfo> post = cache_->get_sequence(s);
+    if (!post) return "sequence vanished after truncate";
+    // The kept blocks are the same blocks (no copy, no move).
+    if (post->block_ids.size() + r.value() != pre->block_ids.size())
+      return "truncate: table shrank by other than the returned count";
+    for (std::size_t i = 0; i < post->block_ids.size(); ++i)
+      if (post->block_ids[i] != pre->block_ids[i]) return "truncate moved a kept block";
+    if (post->last_access != pre->last_access || post->access_count != pre->access_count)
+      return "truncate counted as an access";
+    if (op.n > 0) ++cov_.truncated;
+    std::vector<std::uint64_t>& e = expected_[op.seq];
+    e.resize(e.size() - op.n);
     return {};
   }
 

@@ -52,8 +52,14 @@ enum class OpKind : std::uint8_t {
   unpin,
   copy_done,
   append_batch,  // append_batch({seq, seq2, seq}, n): a duplicate and maybe a missing id
+  // Added after the fuzzer's corpus was written: kOpKinds stays the count of the kinds above
+  // (the fuzzer's `b % kOpKinds` decoding of old inputs must not change); see fuzz_cache.cpp.
+  fork_many,  // fork_many(seq, ids)
+  free_many,  // free_many(ids)
+  truncate,   // truncate(seq, n)
 };
 inline constexpr int kOpKinds = 18;
+inline constexpr int kAllOpKinds = 21;
 
 struct Op {
   OpKind kind = OpKind::get_sequence;
@@ -62,8 +68,9 @@ struct Op {
   std::uint64_t n = 0;     // tokens; sink; strategy levels / sink
   std::uint64_t m = 0;     // window; strategy window
   std::uint32_t priority = 0;
-  std::uint8_t strategy = 0;  // EvictionStrategy::Kind as a number (taken mod 5)
-  double x = 0.0;             // thresholds
+  std::uint8_t strategy = 0;         // EvictionStrategy::Kind as a number (taken mod 5)
+  double x = 0.0;                    // thresholds
+  std::vector<std::uint64_t> ids{};  // fork_many destinations; free_many's ids
 };
 
 /// Affinity shifts the model configs use (CacheConfig::affinity_shift): 0 = hashed placement.
@@ -163,6 +170,15 @@ inline std::ostream& operator<<(std::ostream& os, const Op& op) {
     case OpKind::append_batch:
       return os << "append_batch({S" << op.seq << ", S" << op.seq2 << ", S" << op.seq << "}, "
                 << op.n << ")";
+    case OpKind::fork_many:
+    case OpKind::free_many: {
+      os << (op.kind == OpKind::fork_many ? "fork_many(S" + std::to_string(op.seq) + ", {"
+                                          : std::string("free_many({"));
+      for (std::size_t i = 0; i < op.ids.size(); ++i) os << (i ? ", S" : "S") << op.ids[i];
+      return os << "})";
+    }
+    case OpKind::truncate:
+      return os << "truncate(S" << op.seq << ", " << op.n << ")";
   }
   return os << "?";
 }

@@ -31,6 +31,16 @@
 //                      not pinned and holds no pending copy source.
 //   free(s)            s missing [sequence_not_found]; each block (and pending source) loses a
 //                      reference and returns to the free list at 0. Pinned sequences too.
+//   fork_many(src, ds) errors in this order, each changing nothing: some d == src [fork's
+//                      invalid_operation]; an id twice in ds [invalid_argument]; the first d that
+//                      exists [fork's invalid_operation]; src missing [sequence_not_found]. Empty
+//                      ds checks only src. Otherwise fork(src, ds[i]) for i in order.
+//   free_many(ss)      free(ss[i]) for i in order; failed items {i, sequence_not_found}, ascending.
+//   truncate(s, n)     s missing [sequence_not_found]; n > num_tokens [invalid_argument]; n == 0
+//                      returns 0. Else drops the last n kept tokens, keeps the blocks [0,
+//                      ceil(end_slot / bs)) (end_slot: one past the last kept token's slot),
+//                      drops one reference of each other block and returns how many left. Not
+//                      an access (recency and access_count stay); pending sources stay.
 //   pin(s) / unpin(s)  s missing [sequence_not_found]; unpin of an unpinned sequence
 //                      [invalid_operation "Sequence S<n> is not pinned"]. Pins nest.
 //   copy_done(s)       s missing [sequence_not_found]; releases s's pending sources, returns how
@@ -318,6 +328,47 @@ class ReferenceModel {
     seqs_.emplace(dst.value, std::move(d));
     stats_.total_forks += 1;
     return {};
+  }
+
+  /// fork(src, dsts[i]) for each i in order, all or nothing; errors checked first, in order.
+  Result<void> fork_many(SeqId src, const std::vector<SeqId>& dsts) {
+    for (SeqId d : dsts)
+      if (d == src)
+        return text::invalid_operation("Cannot fork sequence " + text::seq(src) + " onto itself");
+    for (std::size_t i = 0; i < dsts.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (dsts[i] == dsts[j]) return text::invalid_argument("repeated destination");
+    for (SeqId d : dsts)
+      if (seqs_.contains(d.value))
+        return text::invalid_operation("Destination sequence " + text::seq(d) + " already exists");
+    if (!seqs_.contains(src.value)) return text::not_found(src);
+    for (SeqId d : dsts) (void)fork(src, d);
+    return {};
+  }
+
+  /// free(seqs[i]) for each i in order; the failed items (ascending) with their errors.
+  std::vector<std::pair<std::size_t, Error>> free_many(const std::vector<SeqId>& seqs) {
+    std::vector<std::pair<std::size_t, Error>> errors;
+    for (std::size_t i = 0; i < seqs.size(); ++i)
+      if (Result<void> r = free(seqs[i]); !r) errors.emplace_back(i, r.error());
+    return errors;
+  }
+
+  /// Drops the last n kept tokens; keeps blocks [0, ceil(end_slot / bs)) where end_slot is one
+  /// past the last kept token's slot, drops one reference from each other block. Not an access.
+  Result<std::size_t> truncate(SeqId s, std::uint64_t n) {
+    auto it = seqs_.find(s.value);
+    if (it == seqs_.end()) return text::not_found(s);
+    Seq& q = it->second;
+    if (n > q.num_tokens()) return text::invalid_argument("truncate beyond the sequence");
+    if (n == 0) return std::size_t{0};
+    q.slots.resize(q.slots.size() - n);
+    const std::uint64_t end = q.next_slot();
+    const std::uint64_t keep = end / block_size_ + (end % block_size_ != 0 ? 1 : 0);
+    const std::size_t gone = q.blocks.size() - keep;
+    for (std::size_t b = keep; b < q.blocks.size(); ++b) drop(q.blocks[b]);
+    q.blocks.resize(keep);
+    return gone;
   }
 
   const Seq* find(SeqId s) const {
