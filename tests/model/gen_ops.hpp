@@ -233,6 +233,48 @@ inline rc::Gen<Op> op() {
                          o.ids = std::move(ids);
                          return o;
                        })},
+      {14, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n, std::uint64_t f, std::uint8_t salt) {
+                 Op o = make(K::allocate_tokens);
+                 o.seq = s;
+                 o.n = n;
+                 o.m = f;
+                 o.strategy = salt;
+                 return o;
+               },
+               seq_id(), rc::gen::inRange<std::uint64_t>(0, 11),
+               rc::gen::inRange<std::uint64_t>(0, 4),
+               rc::gen::weightedOneOf<std::uint8_t>(
+                   {{4, rc::gen::just<std::uint8_t>(0)}, {1, rc::gen::just<std::uint8_t>(1)}}))},
+      {10, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n, std::uint64_t f) {
+                 Op o = make(K::append_tokens);
+                 o.seq = s;
+                 o.n = n;
+                 o.m = f;
+                 return o;
+               },
+               seq_id(), rc::gen::inRange<std::uint64_t>(0, 4),
+               rc::gen::inRange<std::uint64_t>(0, 5))},
+      {8, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t n) {
+                Op o = make(K::commit);
+                o.seq = s;
+                o.n = n;
+                return o;
+              },
+              seq_id(), rc::gen::inRange<std::uint64_t>(0, 14))},
+      {3, rc::gen::apply(
+              [](std::uint64_t n, std::uint64_t f, std::uint8_t salt) {
+                Op o = make(K::match_prefix);
+                o.n = n;
+                o.m = f;
+                o.strategy = salt;
+                return o;
+              },
+              rc::gen::inRange<std::uint64_t>(0, 12), rc::gen::inRange<std::uint64_t>(0, 4),
+              rc::gen::inRange<std::uint8_t>(0, 2))},
+      {1, rc::gen::just(make(K::reset_prefix))},
       {8, rc::gen::apply(
               [](std::uint64_t s, std::uint64_t n) {
                 Op o = make(K::truncate);

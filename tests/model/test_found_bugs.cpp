@@ -157,3 +157,18 @@ TEST(FoundBugs, st_unpin_keeps_lru_order_within_a_shard) {
   ASSERT_TRUE(v);
   EXPECT_EQ(v.value(), a) << "evicted the more recently used sequence";
 }
+
+// Found by the prefix-caching model (RapidCheck, shrunk): StreamingLLM on a token-mode sequence
+// kept the hash chain of tokens it no longer held (validate_unsafe: "token-mode bookkeeping is
+// inconsistent"). Fixed in 2c6db83.
+TEST(FoundBugs, st_streaming_a_token_mode_sequence_drops_its_chain) {
+  PagedKvCache cache(4, 2, 1, 1);
+  const std::vector<pkv::TokenId> prompt{100, 101};
+  ASSERT_TRUE(cache.allocate(SeqId{1}, prompt));
+  ASSERT_TRUE(cache.apply_streaming_llm(SeqId{1}, 1, 0));
+  EXPECT_EQ(cache.validate_unsafe(), "");
+  auto c = cache.commit(SeqId{1}, 1);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c.value(), 0u);
+  EXPECT_EQ(cache.validate_unsafe(), "");
+}
