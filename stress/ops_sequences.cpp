@@ -471,4 +471,72 @@ void Stress::op_truncate(unsigned t) {
               "): wrong SequenceInfo afterwards (moved blocks or counted as an access)");
 }
 
+// Prefix caching under contention: a prompt from a few shared system prompts, questions and
+// salts (prompt_for), allocated with its token ids. The cached tokens it reports are not written:
+// each must read back the cookie derived from (salt, token ids up to it) that the block's
+// publisher wrote before committing (a wrong hit, e.g. a reclaimed block still findable, reads
+// another prompt's or another sequence's cookie). The other tokens get their content cookies,
+// the prompt is committed (its full blocks become findable) and the sequence is freed: its
+// blocks turn reclaimable, to be hit or reclaimed by the other threads. KV is written under the
+// gate (shared) or a pin, as op_allocate does.
+void Stress::op_prefix(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  ++w.stats.ops;
+  std::string salt;
+  const std::vector<TokenId> prompt = prompt_for(w.rng, &salt);
+  const std::uint64_t id = w.next_id++;
+  const auto g = test_support::share_if(gate_, !hold_);
+  auto r = cache_->allocate(SeqId{id}, prompt, salt);
+  if (!r) {
+    ++w.stats.oom;
+    w.pressure = true;
+    if (r.error().code() != Errc::out_of_memory)
+      violation("allocate(prompt): unexpected \"" + r.error().message() + "\"");
+    return;
+  }
+  ++w.stats.prefix_allocs;
+  w.ledger.created.push_back(id);
+  const std::uint64_t cached = r.value();
+  if (cached % bs() != 0 || cached >= prompt.size())
+    violation("allocate(prompt) reported " + std::to_string(cached) + " cached tokens of " +
+              std::to_string(prompt.size()));
+  if (hold_ && !pin(w, id)) return;  // evicted at once
+  {
+    Pinned pinned(*this, hold_ ? id : 0);
+    auto info = cache_->get_sequence(SeqId{id});
+    if (!info || info->num_tokens != prompt.size() || !runs_ok(*info))
+      return violation("allocate(" + s(id) + ", prompt): wrong SequenceInfo");
+    for (std::uint64_t i = 0; i < prompt.size(); ++i) {
+      const Slot want = prefix_cookie(salt, prompt, i);
+      Slot* cell = arena_.token(*info, i);
+      if (cell == nullptr) return violation(s(id) + ": prompt token without a slot");
+      if (i < cached) {
+        ++w.stats.prefix_hit_tokens;
+        if (cell->k != want.k || cell->v != want.v)
+          violation("prefix hit of " + s(id) + " (salt \"" + salt + "\"): token " +
+                    std::to_string(i) + " of " + std::to_string(cached) +
+                    " cached reads back another token's KV");
+      } else {
+        *cell = want;
+      }
+    }
+    auto c = cache_->commit(SeqId{id}, prompt.size());
+    if (!c) {
+      expect_not_found(c.error(), id, "commit");  // (pin mode: cannot happen while pinned)
+      w.ledger.vanished.push_back(id);
+      ++w.stats.vanished;
+      return;
+    }
+  }
+  auto f = cache_->free(SeqId{id});
+  if (!f) {
+    expect_not_found(f.error(), id, "free(prompt)");
+    w.ledger.vanished.push_back(id);
+    ++w.stats.vanished;
+    return;
+  }
+  w.ledger.freed.push_back(id);
+}
+
 }  // namespace pkv::stress
