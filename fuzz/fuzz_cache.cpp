@@ -9,10 +9,17 @@
 //   config: num_blocks = 1 + b % 16, block_size = 1 + b % 5, magazine = {0,1,2,4,32,64}[b % 6]
 //           and hold_copy_sources = (b / 6) % 2 from the same byte, num_heads = 1 + b % 4 and
 //           affinity_shift = (b / 4) % 3 from the same byte, head_dim = 1 + b % 8
-//   then per call: kind = b % kOpKinds (18 kinds, in OpKind's order in harness.hpp), followed
-//   by its arguments: seq ids test_ids()[b % 6] (three pairs of ids, each pair in one shard under
-//   every placement used); token counts b < 240 ? b % 24 : a huge value (overflow /
-//   out-of-memory paths); thresholds from a table that includes -0.5, 1.5, NaN and +-inf.
+//   then per call: kind = b % kOpKinds (18 kinds, in OpKind's order in ops.hpp) for b < 252;
+//   the kinds added later take the bytes whose old reading was the last, partial cycle of the
+//   modulus (no input of fuzz/corpus written before them has a kind byte >= 252, so those decode
+//   to the same calls as before): 252 fork_many (seq, a count byte c, c % 4 dst ids), 253
+//   free_many (a count byte c, c % 5 ids), 254 truncate (seq, tokens); 255 prefix caching, a
+//   second byte % 5 picking allocate(seq, prompt_of(family, n), salt) / append(seq, token ids) /
+//   commit(seq, tokens) / match_prefix(prompt, salt) / reset_prefix_cache (see decode()).
+//   Followed by the arguments: seq ids test_ids()[b %
+//   6] (three pairs of ids, each pair in one shard under every placement used); token counts b <
+//   240 ? b % 24 : a huge value (overflow / out-of-memory paths); thresholds from a table that
+//   includes -0.5, 1.5, NaN and +-inf.
 // At most 400 calls per input.
 //
 // Build: meson setup build-fuzz -Dfuzz=true (with CXX=clang++); run: see fuzz/meson.build.
@@ -72,7 +79,27 @@ class Bytes {
 
 Op decode(Bytes& in) {
   Op op;
-  op.kind = static_cast<OpKind>(in.u8() % pkv::model::kOpKinds);
+  const std::uint8_t kind = in.u8();
+  switch (kind) {
+    case 252:
+      op.kind = OpKind::fork_many;
+      break;
+    case 253:
+      op.kind = OpKind::free_many;
+      break;
+    case 254:
+      op.kind = OpKind::truncate;
+      break;
+    case 255: {  // prefix caching: a second byte picks the call
+      static constexpr OpKind kPrefix[] = {OpKind::allocate_tokens, OpKind::append_tokens,
+                                           OpKind::commit, OpKind::match_prefix,
+                                           OpKind::reset_prefix};
+      op.kind = kPrefix[in.u8() % 5];
+      break;
+    }
+    default:
+      op.kind = static_cast<OpKind>(kind % pkv::model::kOpKinds);
+  }
   switch (op.kind) {
     case OpKind::allocate:
     case OpKind::append:
@@ -116,6 +143,43 @@ Op decode(Bytes& in) {
     case OpKind::unpin:
     case OpKind::copy_done:
       op.seq = in.seq();
+      break;
+    case OpKind::fork_many: {
+      op.seq = in.seq();
+      const int k = in.u8() % 4;
+      for (int i = 0; i < k; ++i) op.ids.push_back(in.seq());
+      break;
+    }
+    case OpKind::free_many: {
+      const int k = in.u8() % 5;
+      for (int i = 0; i < k; ++i) op.ids.push_back(in.seq());
+      break;
+    }
+    case OpKind::truncate:
+      op.seq = in.seq();
+      op.n = in.tokens();
+      break;
+    case OpKind::allocate_tokens:
+    case OpKind::match_prefix: {
+      if (op.kind == OpKind::allocate_tokens) op.seq = in.seq();
+      const std::uint8_t b = in.u8();  // length 0..15, family 0..3 and salt from one byte
+      op.n = b % 16;
+      op.m = (b / 16) % 4;
+      op.strategy = static_cast<std::uint8_t>(b / 64);
+      break;
+    }
+    case OpKind::append_tokens: {
+      op.seq = in.seq();
+      const std::uint8_t b = in.u8();  // 0..3 tokens continuing family 0..4
+      op.n = b % 4;
+      op.m = (b / 4) % 5;
+      break;
+    }
+    case OpKind::commit:
+      op.seq = in.seq();
+      op.n = in.tokens();
+      break;
+    case OpKind::reset_prefix:
       break;
     case OpKind::sequence_ids:
     case OpKind::select_target:

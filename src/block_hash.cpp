@@ -24,7 +24,7 @@ static_assert(std::endian::native == std::endian::little || std::endian::native 
 constexpr bool kLittleEndian = std::endian::native == std::endian::little;
 
 // Token ids are hashed as little-endian u32; on a little-endian host that is their memory.
-inline TokenId to_le(TokenId t) noexcept {
+[[maybe_unused]] inline TokenId to_le(TokenId t) noexcept {
   if constexpr (kLittleEndian) {
     return t;
   } else {

@@ -100,8 +100,10 @@ void Stress::worker(unsigned t) {
     }
     if (stop_.load(std::memory_order_acquire)) break;
     const unsigned pick = static_cast<unsigned>(w.rng() % 1000);
-    if (pick < 180) {
+    if (pick < 140) {
       op_allocate(t);
+    } else if (pick < 180) {
+      op_prefix(t);
     } else if (pick < 572) {
       op_append(t, w.rng() % 100 < opt_.blind);
     } else if (pick < 580) {
@@ -112,8 +114,14 @@ void Stress::worker(unsigned t) {
       op_free(t);
     } else if (pick < 750) {
       op_streaming(t);
-    } else if (pick < 870) {
+    } else if (pick < 840) {
       op_get(t);
+    } else if (pick < 850) {
+      op_fork_many(t);
+    } else if (pick < 860) {
+      op_free_many(t);
+    } else if (pick < 870) {
+      op_truncate(t);
     } else if (pick < 880) {
       op_evict(t, false);
     } else if (pick < 882) {
@@ -156,16 +164,19 @@ int Stress::run() {
   Stats total;
   for (const Worker& w : workers_) total.add(w.stats);
   const std::uint64_t v = violations_.load();
-  std::printf("ops=%" PRIu64 " ops/s=%.0f allocs=%" PRIu64 " appends=%" PRIu64
-              " blind_appends=%" PRIu64 " copies=%" PRIu64 " pin_forks=%" PRIu64 " forks=%" PRIu64
-              " cross_forks=%" PRIu64 " frees=%" PRIu64 " evict_calls=%" PRIu64 " evicted=%" PRIu64
-              " streamed=%" PRIu64 " oom=%" PRIu64 " vanished=%" PRIu64 " strategy_changes=%" PRIu64
-              " checks=%" PRIu64 " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64
-              "\n",
-              total.ops, static_cast<double>(total.ops) / secs, total.allocs, total.appends,
-              total.blind, total.copies, total.pin_forks, total.forks, total.cross_forks,
-              total.frees, total.evict_calls, total.evicted, total.streamed, total.oom,
-              total.vanished, total.strategy_changes, checks_, tokens_checked_, v, opt_.seed);
+  std::printf(
+      "ops=%" PRIu64 " ops/s=%.0f allocs=%" PRIu64 " appends=%" PRIu64 " blind_appends=%" PRIu64
+      " copies=%" PRIu64 " pin_forks=%" PRIu64 " forks=%" PRIu64 " cross_forks=%" PRIu64
+      " frees=%" PRIu64 " evict_calls=%" PRIu64 " evicted=%" PRIu64 " streamed=%" PRIu64
+      " oom=%" PRIu64 " vanished=%" PRIu64 " strategy_changes=%" PRIu64 " fork_many=%" PRIu64
+      " free_many=%" PRIu64 " truncates=%" PRIu64 " prefix_allocs=%" PRIu64
+      " prefix_hit_tokens=%" PRIu64 " reclaimed=%" PRIu64 " checks=%" PRIu64
+      " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64 "\n",
+      total.ops, static_cast<double>(total.ops) / secs, total.allocs, total.appends, total.blind,
+      total.copies, total.pin_forks, total.forks, total.cross_forks, total.frees, total.evict_calls,
+      total.evicted, total.streamed, total.oom, total.vanished, total.strategy_changes,
+      total.fork_manys, total.free_manys, total.truncates, total.prefix_allocs,
+      total.prefix_hit_tokens, reclaimed_, checks_, tokens_checked_, v, opt_.seed);
   return v == 0 ? 0 : 1;
 }
 

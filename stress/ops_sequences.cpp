@@ -1,6 +1,8 @@
 // stress/ops_sequences.cpp — the owner's calls on its own sequences: allocate, append (with the
 // KV data written and every CopyOp performed), blind appends and append_batch, fork (local and
-// cross-thread), free, StreamingLLM. Each checks what the calling thread can know.
+// cross-thread), free, StreamingLLM, and the calls of issue 13: fork_many (beam expansion),
+// free_many (beam losers, with a repeated and an unknown id), truncate (rejected drafts). Each
+// checks what the calling thread can know.
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -313,6 +315,228 @@ void Stress::op_streaming(unsigned t) {
     tr.keys = std::move(kept);
   }
   tr.tokens = keep;
+}
+
+// Beam expansion: 1..3 children of one of this worker's sequences in one call. Every destination
+// is fresh, so the only possible error is sequence_not_found (the source was evicted); a
+// repeated destination and a source among the destinations must be rejected and change nothing.
+void Stress::op_fork_many(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty() || w.live.size() + 3 > opt_.live) return;
+  ++w.stats.ops;
+  const std::size_t idx = w.rng() % w.live.size();
+  const Tracked src = w.live[idx];
+  std::vector<SeqId> dsts;
+  for (std::size_t k = 1 + w.rng() % 3; k > 0; --k) dsts.push_back(SeqId{w.next_id++});
+  if (w.rng() % 16 == 0) {  // bad input: changes nothing, whatever else happens
+    std::vector<SeqId> bad = dsts;
+    const bool self = w.rng() % 2 == 0;
+    bad.push_back(self ? SeqId{src.id} : bad.front());
+    auto r = cache_->fork_many(SeqId{src.id}, bad);
+    const Errc want = self ? Errc::invalid_operation : Errc::invalid_argument;
+    if (r || r.error().code() != want)
+      violation("fork_many(" + s(src.id) + ") with a " + (self ? "self" : "repeated") +
+                " destination: wanted " + pkv::to_string(want));
+    for (SeqId d : dsts)
+      if (cache_->get_sequence(d)) violation("a rejected fork_many created " + s(d.value));
+  }
+  auto r = cache_->fork_many(SeqId{src.id}, dsts);
+  if (!r) {
+    expect_not_found(r.error(), src.id, "fork_many");
+    return forget(w, idx, true);
+  }
+  ++w.stats.fork_manys;
+  for (SeqId d : dsts) {
+    w.ledger.created.push_back(d.value);
+    ++w.ledger.forks;
+    ++w.stats.forks;
+    Tracked copy = src;
+    copy.id = d.value;
+    copy.pending = 0;
+    w.live.push_back(std::move(copy));
+  }
+}
+
+// Beam losers / a finished batch: 1..4 of this worker's sequences (maybe one twice) and now and
+// then an id that never existed, in one call. Each item must be what free() returns at its turn:
+// an unknown id, a repeat of an id freed earlier in the call and a sequence evicted meanwhile fail
+// with sequence_not_found; every other item is freed.
+void Stress::op_free_many(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  std::vector<SeqId> ids;
+  std::vector<std::size_t> idx;  // index into w.live, or SIZE_MAX for the unknown id
+  for (std::size_t k = 1 + w.rng() % 4; k > 0; --k) {
+    idx.push_back(w.rng() % w.live.size());
+    ids.push_back(SeqId{w.live[idx.back()].id});
+  }
+  if (w.rng() % 4 == 0) {
+    // Worker ids are (t + 1) << 32 | n with n counted up from 0: bit 31 is never reached.
+    const std::size_t at = w.rng() % (ids.size() + 1);
+    ids.insert(ids.begin() + static_cast<std::ptrdiff_t>(at),
+               SeqId{w.next_id | (std::uint64_t{1} << 31)});
+    idx.insert(idx.begin() + static_cast<std::ptrdiff_t>(at), SIZE_MAX);
+  }
+  pkv::FreeManyOutcome out;
+  cache_->free_many(ids, out);
+  if (out.items != ids.size()) return violation("free_many: items is not seqs.size()");
+  for (std::size_t k = 1; k < out.errors.size(); ++k)
+    if (out.errors[k].item <= out.errors[k - 1].item)
+      return violation("free_many: errors not in ascending item order");
+  std::vector<bool> seen(w.live.size(), false), gone(w.live.size(), false);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const pkv::Result<void> r = out.item(i);
+    if (r) {
+      if (idx[i] == SIZE_MAX || seen[idx[i]]) {
+        violation("free_many freed " + s(ids[i].value) +
+                  (idx[i] == SIZE_MAX ? ", which never existed" : " twice"));
+      } else {
+        ++w.stats.frees;
+        w.ledger.freed.push_back(ids[i].value);
+        if (cache_->get_sequence(ids[i]))
+          violation("free_many(" + s(ids[i].value) + ") left the sequence visible");
+      }
+    } else {
+      expect_not_found(r.error(), ids[i].value, "free_many item");
+      if (idx[i] != SIZE_MAX && !seen[idx[i]]) {  // evicted before the call
+        w.ledger.vanished.push_back(ids[i].value);
+        ++w.stats.vanished;
+      }
+    }
+    if (idx[i] != SIZE_MAX) seen[idx[i]] = gone[idx[i]] = true;
+  }
+  ++w.stats.free_manys;
+  for (std::size_t i = gone.size(); i-- > 0;)  // from the back: forget() moves the last entry
+    if (gone[i]) forget(w, i, false);
+}
+
+// Rejected drafts: drops the last n tokens of one of this worker's sequences (now and then more
+// than it has: invalid_argument, nothing changes). The released count must be the blocks past
+// the new end of the last run, the kept blocks must be the same blocks, recency must stay; the
+// kept tokens' KV data stays checked (the next append into a kept shared block must copy it,
+// which op_append checks through the reference count).
+void Stress::op_truncate(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);  // no fork of ours changes the table meanwhile
+  if (w.live.empty()) return;
+  ++w.stats.ops;
+  const std::size_t idx = w.rng() % w.live.size();
+  Tracked& tr = w.live[idx];
+  const SeqId seq{tr.id};
+  const bool too_many = w.rng() % 16 == 0;
+  const std::uint64_t n = too_many ? tr.tokens + 1 + w.rng() % 3
+                                   : std::min<std::uint64_t>(tr.tokens, w.rng() % (2 * bs() + 1));
+  std::optional<SequenceInfo> pre = cache_->get_sequence(seq);
+  auto r = cache_->truncate(seq, n);
+  if (!r) {
+    if (r.error().code() == Errc::sequence_not_found) {
+      expect_not_found(r.error(), tr.id, "truncate");
+      return forget(w, idx, true);
+    }
+    if (!too_many || r.error().code() != Errc::invalid_argument)
+      violation("truncate(" + s(tr.id) + ", " + std::to_string(n) + "): unexpected \"" +
+                r.error().message() + "\"");
+    return;
+  }
+  if (too_many) return violation("truncate(" + s(tr.id) + ") beyond its length succeeded");
+  ++w.stats.truncates;
+  if (!pre) return violation("truncate succeeded on a sequence get_sequence did not find");
+  // The new end: cut n tokens from the runs, newest first.
+  std::uint64_t left = n, end = 0;
+  for (std::size_t k = pre->token_runs.size(); k-- > 0;) {
+    const pkv::TokenRun& run = pre->token_runs[k];
+    if (left >= run.length) {
+      left -= run.length;
+      continue;
+    }
+    end = run.slot + run.length - left;
+    break;
+  }
+  const std::uint64_t keep = blocks_for(end);
+  if (r.value() != pre->block_ids.size() - keep)
+    return violation("truncate(" + s(tr.id) + ", " + std::to_string(n) + ") released " +
+                     std::to_string(r.value()) + " blocks, expected " +
+                     std::to_string(pre->block_ids.size() - keep));
+  tr.tokens -= n;
+  if (!tr.tainted) tr.keys.resize(tr.tokens);
+  std::optional<SequenceInfo> post = cache_->get_sequence(seq);
+  if (!post) return forget(w, idx, true);  // evicted right after
+  if (post->num_tokens != tr.tokens || post->block_ids.size() != keep || !runs_ok(*post) ||
+      post->last_access != pre->last_access || post->access_count != pre->access_count ||
+      !std::equal(post->block_ids.begin(), post->block_ids.end(), pre->block_ids.begin()))
+    violation("truncate(" + s(tr.id) + ", " + std::to_string(n) +
+              "): wrong SequenceInfo afterwards (moved blocks or counted as an access)");
+}
+
+// Prefix caching under contention: a prompt from a few shared system prompts, questions and
+// salts (prompt_for), allocated with its token ids. The cached tokens it reports are not written:
+// each must read back the cookie derived from (salt, token ids up to it) that the block's
+// publisher wrote before committing (a wrong hit, e.g. a reclaimed block still findable, reads
+// another prompt's or another sequence's cookie). The other tokens get their content cookies,
+// the prompt is committed (its full blocks become findable) and the sequence is freed: its
+// blocks turn reclaimable, to be hit or reclaimed by the other threads. KV is written under the
+// gate (shared) or a pin, as op_allocate does.
+void Stress::op_prefix(unsigned t) {
+  Worker& w = workers_[t];
+  std::lock_guard<std::mutex> own(w.mu);
+  ++w.stats.ops;
+  std::string salt;
+  const std::vector<TokenId> prompt = prompt_for(w.rng, &salt);
+  const std::uint64_t id = w.next_id++;
+  const auto g = test_support::share_if(gate_, !hold_);
+  auto r = cache_->allocate(SeqId{id}, prompt, salt);
+  if (!r) {
+    ++w.stats.oom;
+    w.pressure = true;
+    if (r.error().code() != Errc::out_of_memory)
+      violation("allocate(prompt): unexpected \"" + r.error().message() + "\"");
+    return;
+  }
+  ++w.stats.prefix_allocs;
+  w.ledger.created.push_back(id);
+  const std::uint64_t cached = r.value();
+  if (cached % bs() != 0 || cached >= prompt.size())
+    violation("allocate(prompt) reported " + std::to_string(cached) + " cached tokens of " +
+              std::to_string(prompt.size()));
+  if (hold_ && !pin(w, id)) return;  // evicted at once
+  {
+    Pinned pinned(*this, hold_ ? id : 0);
+    auto info = cache_->get_sequence(SeqId{id});
+    if (!info || info->num_tokens != prompt.size() || !runs_ok(*info))
+      return violation("allocate(" + s(id) + ", prompt): wrong SequenceInfo");
+    for (std::uint64_t i = 0; i < prompt.size(); ++i) {
+      const Slot want = prefix_cookie(salt, prompt, i);
+      Slot* cell = arena_.token(*info, i);
+      if (cell == nullptr) return violation(s(id) + ": prompt token without a slot");
+      if (i < cached) {
+        ++w.stats.prefix_hit_tokens;
+        if (cell->k != want.k || cell->v != want.v)
+          violation("prefix hit of " + s(id) + " (salt \"" + salt + "\"): token " +
+                    std::to_string(i) + " of " + std::to_string(cached) +
+                    " cached reads back another token's KV");
+      } else {
+        *cell = want;
+      }
+    }
+    auto c = cache_->commit(SeqId{id}, prompt.size());
+    if (!c) {
+      expect_not_found(c.error(), id, "commit");  // (pin mode: cannot happen while pinned)
+      w.ledger.vanished.push_back(id);
+      ++w.stats.vanished;
+      return;
+    }
+  }
+  auto f = cache_->free(SeqId{id});
+  if (!f) {
+    expect_not_found(f.error(), id, "free(prompt)");
+    w.ledger.vanished.push_back(id);
+    ++w.stats.vanished;
+    return;
+  }
+  w.ledger.freed.push_back(id);
 }
 
 }  // namespace pkv::stress

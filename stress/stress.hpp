@@ -110,6 +110,32 @@ inline Slot cookie(std::uint64_t seq, std::uint64_t pos) {
   return slot_of_key((seq << 24) ^ pos);  // ids are < 2^40, positions < 2^24
 }
 
+// The KV cookie of token i of a prompt allocated with token ids: derived from (salt, ids[0..i]),
+// not from the writer, so every sequence that computes that prefix writes the same cookie and a
+// prefix hit must read back exactly it.
+inline Slot prefix_cookie(const std::string& salt, const std::vector<TokenId>& ids,
+                          std::uint64_t i) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (char ch : salt) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+  for (std::uint64_t k = 0; k <= i; ++k) h = (h ^ ids[k]) * 0x100000001b3ULL;
+  return slot_of_key(h | std::uint64_t{1} << 63);  // bit 63: never a (seq << 24 ^ pos) cookie
+}
+// A prompt of the prefix-caching ops: one of 4 system prompts (8 or 12 tokens, the first 4
+// shared by all), then one of 3 questions of 1..6 tokens; salt "" (most), "tenant-a" or
+// "tenant-b".
+inline std::vector<TokenId> prompt_for(std::mt19937_64& rng, std::string* salt) {
+  static const char* const kSalts[] = {"", "", "", "tenant-a", "tenant-b"};
+  *salt = kSalts[rng() % 5];
+  const std::uint64_t sys = rng() % 4, q = rng() % 3;
+  std::vector<TokenId> v;
+  const std::uint64_t sys_len = 8 + 4 * (sys % 2);
+  for (std::uint64_t i = 0; i < sys_len; ++i)
+    v.push_back(static_cast<TokenId>(i < 4 ? 10 + i : 100 * (sys + 1) + i));
+  const std::uint64_t q_len = 1 + q * 2 + rng() % 2;
+  for (std::uint64_t i = 0; i < q_len; ++i) v.push_back(static_cast<TokenId>(5000 + 10 * q + i));
+  return v;
+}
+
 // A sequence a thread owns and believes alive.
 struct Tracked {
   std::uint64_t id = 0;
@@ -131,7 +157,8 @@ struct Ledger {
 struct Stats {
   std::uint64_t ops = 0, allocs = 0, appends = 0, blind = 0, copies = 0, pin_forks = 0, forks = 0,
                 cross_forks = 0, frees = 0, evict_calls = 0, evicted = 0, streamed = 0, oom = 0,
-                vanished = 0, strategy_changes = 0;
+                vanished = 0, strategy_changes = 0, fork_manys = 0, free_manys = 0, truncates = 0,
+                prefix_allocs = 0, prefix_hit_tokens = 0;
   void add(const Stats& o) {
     ops += o.ops;
     allocs += o.allocs;
@@ -148,6 +175,11 @@ struct Stats {
     oom += o.oom;
     vanished += o.vanished;
     strategy_changes += o.strategy_changes;
+    fork_manys += o.fork_manys;
+    free_manys += o.free_manys;
+    truncates += o.truncates;
+    prefix_allocs += o.prefix_allocs;
+    prefix_hit_tokens += o.prefix_hit_tokens;
   }
 };
 
@@ -278,6 +310,10 @@ class Stress {
   void op_append_batch(unsigned t);
   void op_fork(unsigned t, bool cross);
   void op_free(unsigned t);
+  void op_fork_many(unsigned t);
+  void op_free_many(unsigned t);
+  void op_truncate(unsigned t);
+  void op_prefix(unsigned t);
   void op_streaming(unsigned t);
   void op_get(unsigned t);
   void op_evict(unsigned t, bool to_threshold);
@@ -318,6 +354,7 @@ class Stress {
   };
   std::unordered_map<std::uint64_t, Account> accounts_;
   std::uint64_t logged_evictions_ = 0, logged_forks_ = 0, checks_ = 0, tokens_checked_ = 0;
+  std::uint64_t reclaimed_ = 0;  // prefix_stats().reclaimed at the end
 };
 
 }  // namespace pkv::stress

@@ -94,6 +94,8 @@ Result<std::size_t> PagedKvCache::apply_streaming_llm(SeqId seq, std::size_t sin
       x.streamed = true;
       x.maybe_shared = true;  // the new last block may be an earlier, shared one
       x.publishing = false;   // its blocks are no longer a prefix of anything
+      // ... so its chain is dead: no hashes, nothing offered, no commit beyond the kept tokens.
+      x.hashes.clear(), x.published = 0, x.committed = std::min<std::uint64_t>(x.committed, keep);
     });
     evicted = n - keep;
     // Under the lock, as Shard::take_locked says.

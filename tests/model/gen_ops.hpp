@@ -48,6 +48,27 @@ inline rc::Gen<std::uint64_t> seq_id() {
                       [](std::size_t i) { return test_ids()[i]; });
 }
 
+/// 0..3 of the four ids (repeats allowed).
+inline rc::Gen<std::vector<std::uint64_t>> seq_ids() {
+  return rc::gen::mapcat(rc::gen::inRange<std::size_t>(0, 4), [](std::size_t k) {
+    return rc::gen::container<std::vector<std::uint64_t>>(k, seq_id());
+  });
+}
+
+/// fork_many's destinations: mostly 2..3 distinct ids (so that some fork_many succeeds with
+/// several children), otherwise seq_ids() (repeats, empty).
+inline rc::Gen<std::vector<std::uint64_t>> fork_dsts() {
+  return rc::gen::weightedOneOf<std::vector<std::uint64_t>>(
+      {{2, seq_ids()},
+       {3, rc::gen::apply(
+               [](std::size_t k, std::size_t start) {
+                 std::vector<std::uint64_t> v;
+                 for (std::size_t i = 0; i < k; ++i) v.push_back(test_ids()[(start + i) % 4]);
+                 return v;
+               },
+               rc::gen::inRange<std::size_t>(2, 4), rc::gen::inRange<std::size_t>(0, 4))}});
+}
+
 inline rc::Gen<std::uint64_t> tokens() {
   return rc::gen::weightedOneOf<std::uint64_t>(
       {{30, rc::gen::inRange<std::uint64_t>(0, 6)},
@@ -197,6 +218,71 @@ inline rc::Gen<Op> op() {
                          o.seq = s;
                          return o;
                        })},
+      // 0..3 ids from the four: repeats (invalid_argument), src among them, existing ones.
+      {10, rc::gen::apply(
+               [](std::uint64_t s, std::vector<std::uint64_t> ids) {
+                 Op o = make(K::fork_many);
+                 o.seq = s;
+                 o.ids = std::move(ids);
+                 return o;
+               },
+               seq_id(), fork_dsts())},
+      {5, rc::gen::map(seq_ids(),
+                       [](std::vector<std::uint64_t> ids) {
+                         Op o = make(K::free_many);
+                         o.ids = std::move(ids);
+                         return o;
+                       })},
+      {14, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n, std::uint64_t f, std::uint8_t salt) {
+                 Op o = make(K::allocate_tokens);
+                 o.seq = s;
+                 o.n = n;
+                 o.m = f;
+                 o.strategy = salt;
+                 return o;
+               },
+               seq_id(), rc::gen::inRange<std::uint64_t>(0, 11),
+               rc::gen::inRange<std::uint64_t>(0, 4),
+               rc::gen::weightedOneOf<std::uint8_t>(
+                   {{4, rc::gen::just<std::uint8_t>(0)}, {1, rc::gen::just<std::uint8_t>(1)}}))},
+      {10, rc::gen::apply(
+               [](std::uint64_t s, std::uint64_t n, std::uint64_t f) {
+                 Op o = make(K::append_tokens);
+                 o.seq = s;
+                 o.n = n;
+                 o.m = f;
+                 return o;
+               },
+               seq_id(), rc::gen::inRange<std::uint64_t>(0, 4),
+               rc::gen::inRange<std::uint64_t>(0, 5))},
+      {8, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t n) {
+                Op o = make(K::commit);
+                o.seq = s;
+                o.n = n;
+                return o;
+              },
+              seq_id(), rc::gen::inRange<std::uint64_t>(0, 14))},
+      {3, rc::gen::apply(
+              [](std::uint64_t n, std::uint64_t f, std::uint8_t salt) {
+                Op o = make(K::match_prefix);
+                o.n = n;
+                o.m = f;
+                o.strategy = salt;
+                return o;
+              },
+              rc::gen::inRange<std::uint64_t>(0, 12), rc::gen::inRange<std::uint64_t>(0, 4),
+              rc::gen::inRange<std::uint8_t>(0, 2))},
+      {1, rc::gen::just(make(K::reset_prefix))},
+      {8, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t n) {
+                Op o = make(K::truncate);
+                o.seq = s;
+                o.n = n;
+                return o;
+              },
+              seq_id(), append_tokens())},
   });
 }
 

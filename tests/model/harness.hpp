@@ -45,7 +45,8 @@ namespace pkv::model {
 struct Coverage {
   std::uint64_t steps = 0, ok = 0, copies = 0, oom = 0, not_found = 0, invalid_operation = 0,
                 invalid_argument = 0, evicted = 0, streamed = 0, forks = 0, shared_appends = 0,
-                copies_done = 0;
+                copies_done = 0, truncated = 0, forked_many = 0, freed_many_mixed = 0,
+                prefix_hits = 0, published = 0;
 };
 
 class Harness {
@@ -112,6 +113,27 @@ class Harness {
         return compare_void(cache_->unpin(SeqId{op.seq}), model_.unpin(SeqId{op.seq}));
       case OpKind::copy_done:
         return step_copy_done(op);
+      case OpKind::fork_many:
+        return step_fork_many(op);
+      case OpKind::free_many:
+        return step_free_many(op);
+      case OpKind::truncate:
+        return step_truncate(op);
+      case OpKind::allocate_tokens:
+        return step_allocate_tokens(op);
+      case OpKind::append_tokens:
+        return step_append_tokens(op);
+      case OpKind::commit:
+        return step_commit(op);
+      case OpKind::match_prefix: {
+        const std::size_t r = cache_->match_prefix(prompt_of(op.m, op.n), salt_of(op.strategy));
+        const std::size_t m = model_.match_prefix(prompt_of(op.m, op.n), salt_of(op.strategy));
+        if (r != m)
+          return "match_prefix: real " + std::to_string(r) + ", model " + std::to_string(m);
+        return {};
+      }
+      case OpKind::reset_prefix:
+        return compare_void(cache_->reset_prefix_cache(), model_.reset_prefix_cache());
     }
     return "unknown op";
   }
@@ -126,6 +148,25 @@ class Harness {
       return "free_block_count: real " + std::to_string(c.free_block_count()) + ", model " +
              std::to_string(model_.free_block_count());
     if (c.used_block_count() != model_.used_block_count()) return "used_block_count differs";
+    if (c.cached_block_count() != model_.cached_block_count())
+      return "cached_block_count: real " + std::to_string(c.cached_block_count()) + ", model " +
+             std::to_string(model_.cached_block_count());
+    if (c.reclaimable_block_count() != model_.reclaimable_block_count())
+      return "reclaimable_block_count: real " + std::to_string(c.reclaimable_block_count()) +
+             ", model " + std::to_string(model_.reclaimable_block_count());
+    {
+      const PrefixCacheStats rp = c.prefix_stats(), mp = model_.prefix_stats();
+      if (rp.requests != mp.requests || rp.queries != mp.queries || rp.hits != mp.hits ||
+          rp.published != mp.published || rp.reclaimed != mp.reclaimed)
+        return "prefix_stats: real {requests=" + std::to_string(rp.requests) +
+               ", queries=" + std::to_string(rp.queries) + ", hits=" + std::to_string(rp.hits) +
+               ", published=" + std::to_string(rp.published) +
+               ", reclaimed=" + std::to_string(rp.reclaimed) +
+               "}, model {requests=" + std::to_string(mp.requests) +
+               ", queries=" + std::to_string(mp.queries) + ", hits=" + std::to_string(mp.hits) +
+               ", published=" + std::to_string(mp.published) +
+               ", reclaimed=" + std::to_string(mp.reclaimed) + "}";
+    }
     if (c.utilization() != model_.utilization()) return "utilization differs";
     if (c.block_memory_bytes() != model_.block_memory_bytes() ||
         c.total_memory_bytes() != model_.total_memory_bytes() ||
@@ -190,10 +231,12 @@ class Harness {
         auto [it2, new2] = r2m.emplace(rb, mb);
         if (it1->second != rb || it2->second != mb)
           return who + "block sharing differs from the model at table index " + std::to_string(b);
-        if (c.pool().ref_count(BlockId{rb}) != model_.ref_count(mb))
+        // block_ref_count: the pool's count, or the prefix cache's holders in token mode.
+        if (c.block_ref_count(BlockId{rb}) != model_.ref_count(mb))
           return who + "ref count of B" + std::to_string(rb) + " is " +
-                 std::to_string(c.pool().ref_count(BlockId{rb})) + ", model " +
+                 std::to_string(c.block_ref_count(BlockId{rb})) + ", model " +
                  std::to_string(model_.ref_count(mb));
+        persist_[mb] = rb;
       }
       auto ex = expected_.find(id);
       const std::size_t expected_n = ex == expected_.end() ? 0 : ex->second.size();
@@ -235,7 +278,7 @@ class Harness {
   std::string step_append(const Op& op) {
     const SeqId s{op.seq};
     std::optional<SequenceInfo> pre = cache_->get_sequence(s);
-    if (pre && !pre->block_ids.empty() && cache_->pool().ref_count(pre->block_ids.back()) > 1)
+    if (pre && !pre->block_ids.empty() && cache_->block_ref_count(pre->block_ids.back()) > 1)
       ++cov_.shared_appends;
     Result<std::optional<CopyOp>> r = cache_->append(s, op.n);
     Result<std::optional<CopyOp>> m = model_.append(s, op.n);
@@ -258,7 +301,7 @@ class Harness {
         return "CopyOp.src is not the old last block";
       if (c->dst != post->block_ids[old_nb - 1])
         return "CopyOp.dst is not the new block at the old last position";
-      if (c->dst == c->src || cache_->pool().ref_count(c->dst) != 1)
+      if (c->dst == c->src || cache_->block_ref_count(c->dst) != 1)
         return "CopyOp.dst is not a fresh private block";
       arena_.copy(*c);
     } else if (old_nb > 0 && post->block_ids[old_nb - 1] != pre->block_ids.back()) {
@@ -338,6 +381,228 @@ class Harness {
       ++cov_.forks;
       expected_[op.seq2] = expected_[op.seq];
     }
+    return {};
+  }
+
+  static std::vector<SeqId> seq_ids_of(const std::vector<std::uint64_t>& ids) {
+    std::vector<SeqId> v;
+    for (std::uint64_t id : ids) v.push_back(SeqId{id});
+    return v;
+  }
+
+  std::string step_fork_many(const Op& op) {
+    const std::vector<SeqId> dsts = seq_ids_of(op.ids);
+    Result<void> r = cache_->fork_many(SeqId{op.seq}, dsts);
+    Result<void> m = model_.fork_many(SeqId{op.seq}, dsts);
+    if (std::string e = compare_void(r, m); !e.empty()) return e;
+    if (r) {
+      cov_.forks += dsts.size();
+      if (dsts.size() >= 2) ++cov_.forked_many;
+      for (SeqId d : dsts) expected_[d.value] = expected_[op.seq];
+    }
+    return {};
+  }
+
+  // Each item must equal the model's free in item order: the outcome's errors (ascending items,
+  // in range) are exactly the model's, and item(i) agrees.
+  std::string step_free_many(const Op& op) {
+    const std::vector<SeqId> ids = seq_ids_of(op.ids);
+    FreeManyOutcome out;
+    out.errors.push_back({99, Error(Errc::invalid_operation, "stale")});  // must be cleared
+    cache_->free_many(ids, out);
+    const std::vector<std::pair<std::size_t, Error>> m = model_.free_many(ids);
+    if (out.items != ids.size()) return "free_many: items is not seqs.size()";
+    if (out.errors.size() != m.size())
+      return "free_many: " + std::to_string(out.errors.size()) + " failed items, model " +
+             std::to_string(m.size());
+    for (std::size_t k = 0; k < m.size(); ++k) {
+      if (out.errors[k].item != m[k].first)
+        return "free_many: failed item " + std::to_string(out.errors[k].item) + ", model " +
+               std::to_string(m[k].first);
+      if (std::string e = compare_error(out.errors[k].error, m[k].second); !e.empty())
+        return "free_many item " + std::to_string(m[k].first) + ": " + e;
+    }
+    std::size_t next_err = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const bool failed = next_err < m.size() && m[next_err].first == i;
+      if (failed) ++next_err;
+      if (out.item(i).has_value() == failed)
+        return "free_many: item(" + std::to_string(i) + ") wrong";
+      if (!failed) {
+        ++cov_.ok;
+        expected_.erase(ids[i].value);
+      }
+    }
+    if (out.all_freed() != m.empty()) return "free_many: all_freed() wrong";
+    if (!m.empty() && m.size() < ids.size()) ++cov_.freed_many_mixed;
+    return {};
+  }
+
+  std::string step_truncate(const Op& op) {
+    const SeqId s{op.seq};
+    const std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+    Result<std::size_t> r = cache_->truncate(s, op.n);
+    Result<std::size_t> m = model_.truncate(s, op.n);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value())
+      return "truncate released " + std::to_string(r.value()) + " blocks, model " +
+             std::to_string(m.value());
+    if (!pre) return "truncate succeeded on a sequence get_sequence did not find";
+    const std::optional<SequenceInfo> post = cache_->get_sequence(s);
+    if (!post) return "sequence vanished after truncate";
+    // The kept blocks are the same blocks (no copy, no move).
+    if (post->block_ids.size() + r.value() != pre->block_ids.size())
+      return "truncate: table shrank by other than the returned count";
+    for (std::size_t i = 0; i < post->block_ids.size(); ++i)
+      if (post->block_ids[i] != pre->block_ids[i]) return "truncate moved a kept block";
+    if (post->last_access != pre->last_access || post->access_count != pre->access_count)
+      return "truncate counted as an access";
+    if (op.n > 0) ++cov_.truncated;
+    std::vector<std::uint64_t>& e = expected_[op.seq];
+    e.resize(e.size() - op.n);
+    return {};
+  }
+
+  // Token ids appended by append_tokens: family m continued at the sequence's positions (m == 4:
+  // a token no prompt has).
+  static std::vector<TokenId> continuation(std::uint64_t family, std::uint64_t first,
+                                           std::uint64_t n) {
+    std::vector<TokenId> v;
+    for (std::uint64_t i = first; i < first + n; ++i)
+      v.push_back(family == 4 ? TokenId{7777} : family_token(family, i));
+    return v;
+  }
+  // The KV cookie of token i of a token-mode sequence: derived from (salt, ids[0..i]), not from
+  // the writer, so a hit reads back exactly the cookies its publisher wrote.
+  static std::uint64_t content_cookie(const std::string& salt, const std::vector<TokenId>& ids,
+                                      std::uint64_t i) {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (char ch : salt) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+    for (std::uint64_t k = 0; k <= i; ++k) h = (h ^ ids[k]) * 0x100000001b3ULL;
+    return h | (std::uint64_t{1} << 63);  // never 0 (unwritten) nor a counter cookie
+  }
+
+  std::string step_allocate_tokens(const Op& op) {
+    const SeqId s{op.seq};
+    const std::vector<TokenId> prompt = prompt_of(op.m, op.n);
+    const std::string salt = salt_of(op.strategy);
+    Result<std::size_t> r = cache_->allocate(s, prompt, salt);
+    const std::optional<SequenceInfo> post = r ? cache_->get_sequence(s) : std::nullopt;
+    std::string wrong_hit;
+    // Among duplicates, the one whose real counterpart the cache took.
+    auto choose = [&](std::size_t i, const std::vector<std::uint32_t>& cand) {
+      if (post && i < post->block_ids.size())
+        for (std::uint32_t mb : cand)
+          if (auto it = persist_.find(mb);
+              it != persist_.end() && it->second == post->block_ids[i].value)
+            return mb;
+      if (post && cand.size() > 1 && wrong_hit.empty())
+        wrong_hit = "allocate hit B" + std::to_string(post->block_ids[i].value) + " at index " +
+                    std::to_string(i) + ", none of the model's findable blocks for that prefix";
+      return cand.front();
+    };
+    if (!r) {
+      // Which duplicate a failed allocate revived is not observable, and it decides how many
+      // blocks were available (a reclaimable duplicate is no longer available, a held one still
+      // leaves the others): accept the outcome of any choice. A failure changes nothing.
+      std::string first;
+      for (int policy = 0; policy < 3; ++policy) {
+        ReferenceModel trial = model_;
+        auto pick = [&](std::size_t, const std::vector<std::uint32_t>& cand) {
+          for (std::uint32_t mb : cand)
+            if (policy == 0 || (policy == 1) == (trial.ref_count(mb) == 0)) return mb;
+          return cand.front();
+        };
+        Result<std::size_t> m = trial.allocate(s, prompt, salt, pick);
+        std::string e = m.has_value() ? mismatch(r, m) : compare_error(r.error(), m.error());
+        if (e.empty()) return {};
+        if (first.empty()) first = e;
+      }
+      return first;
+    }
+    Result<std::size_t> m = model_.allocate(s, prompt, salt, choose);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    ++cov_.ok;
+    if (!wrong_hit.empty()) return wrong_hit;
+    if (r.value() != m.value())
+      return "allocate(tokens) found " + std::to_string(r.value()) + " cached, model " +
+             std::to_string(m.value());
+    if (r.value() > 0) ++cov_.prefix_hits;
+    // The cached tokens are not written: their cookies must be there already (check()).
+    std::vector<std::uint64_t>& e = expected_[op.seq];
+    e.clear();
+    for (std::uint64_t i = 0; i < prompt.size(); ++i) {
+      const std::uint64_t cookie = content_cookie(salt, prompt, i);
+      e.push_back(cookie);
+      if (i < r.value()) continue;
+      std::uint64_t* cell = arena_.token(*post, i);
+      if (cell == nullptr) return "slot_of points past the block table";
+      *cell = cookie;
+    }
+    return {};
+  }
+
+  std::string step_append_tokens(const Op& op) {
+    const SeqId s{op.seq};
+    const ReferenceModel::Seq* q = model_.find(s);
+    if (q == nullptr || !q->token_mode || !q->publishing) {
+      // Count-mode sequences (and missing ones): the count form, compared as append.
+      if (q == nullptr || !q->token_mode) {
+        const std::vector<TokenId> ids = continuation(op.m, 0, op.n);
+        std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+        Result<std::optional<CopyOp>> r = cache_->append(s, ids);
+        Result<std::optional<CopyOp>> m = model_.append(s, ids);
+        if (r.has_value() != m.has_value()) return mismatch(r, m);
+        if (!r) return compare_error(r.error(), m.error());
+        if (r.value().has_value() != m.value().has_value()) return "CopyOp presence differs";
+        if (r.value()) arena_.copy(*r.value());
+        return write_new_tokens(s, pre->num_tokens, op.n);
+      }
+    }
+    const std::uint64_t first = q->num_tokens();
+    const std::string salt = q->salt;
+    const bool publishing = q->publishing;
+    std::vector<TokenId> all = q->ids;
+    const std::vector<TokenId> ids = continuation(op.m, first, op.n);
+    std::optional<SequenceInfo> pre = cache_->get_sequence(s);
+    Result<std::optional<CopyOp>> r = cache_->append(s, ids);
+    Result<std::optional<CopyOp>> m = model_.append(s, ids);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value().has_value() != m.value().has_value())
+      return std::string("CopyOp presence: real ") + (r.value() ? "yes" : "no") + ", model " +
+             (m.value() ? "yes" : "no");
+    if (r.value()) {
+      ++cov_.copies;
+      arena_.copy(*r.value());
+    }
+    std::optional<SequenceInfo> post = cache_->get_sequence(s);
+    if (!post || !pre) return "sequence vanished";
+    std::vector<std::uint64_t>& e = expected_[op.seq];
+    all.insert(all.end(), ids.begin(), ids.end());
+    for (std::uint64_t i = first; i < first + op.n; ++i) {
+      const std::uint64_t cookie = publishing ? content_cookie(salt, all, i) : ++next_cookie_;
+      std::uint64_t* cell = arena_.token(*post, i);
+      if (cell == nullptr) return "slot_of points past the block table";
+      *cell = cookie;
+      e.push_back(cookie);
+    }
+    return {};
+  }
+
+  std::string step_commit(const Op& op) {
+    Result<std::size_t> r = cache_->commit(SeqId{op.seq}, op.n);
+    Result<std::size_t> m = model_.commit(SeqId{op.seq}, op.n);
+    if (r.has_value() != m.has_value()) return mismatch(r, m);
+    if (!r) return compare_error(r.error(), m.error());
+    ++cov_.ok;
+    if (r.value() != m.value())
+      return "commit published " + std::to_string(r.value()) + ", model " +
+             std::to_string(m.value());
+    cov_.published += r.value();
     return {};
   }
 
@@ -520,6 +785,9 @@ class Harness {
   std::map<std::uint64_t, std::vector<std::uint64_t>> expected_;  // cookies of kept tokens
   std::uint64_t next_cookie_ = 0;
   Coverage cov_;
+  // Model block -> the real block last seen at the same place in a table (kept while the block
+  // is reclaimable), to tell which of several duplicates a hit took.
+  mutable std::unordered_map<std::uint32_t, std::uint32_t> persist_;
 };
 
 }  // namespace pkv::model

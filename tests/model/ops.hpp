@@ -52,8 +52,35 @@ enum class OpKind : std::uint8_t {
   unpin,
   copy_done,
   append_batch,  // append_batch({seq, seq2, seq}, n): a duplicate and maybe a missing id
+  // Added after the fuzzer's corpus was written: kOpKinds stays the count of the kinds above
+  // (the fuzzer's `b % kOpKinds` decoding of old inputs must not change); see fuzz_cache.cpp.
+  fork_many,  // fork_many(seq, ids)
+  free_many,  // free_many(ids)
+  truncate,   // truncate(seq, n)
+  // Prefix caching: prompts from a few families that share prefixes (prompt_of), two salts.
+  allocate_tokens,  // allocate(seq, prompt_of(m, n), salt_of(strategy))
+  append_tokens,    // append(seq, n token ids continuing family m)
+  commit,           // commit(seq, n)
+  match_prefix,     // match_prefix(prompt_of(m, n), salt_of(strategy))
+  reset_prefix,     // reset_prefix_cache()
 };
 inline constexpr int kOpKinds = 18;
+inline constexpr int kAllOpKinds = 26;
+
+/// Prompt families: 0 and 1 are one prompt (full sharing), 2 and 3 share its first 4 tokens; a
+/// shorter prompt of a family is a prefix of a longer one. Token i of family f.
+inline TokenId family_token(std::uint64_t f, std::uint64_t i) {
+  if (i < 4 || f % 4 < 2) return static_cast<TokenId>(100 + i);
+  return static_cast<TokenId>(1000 * (f % 4) + i);
+}
+inline std::vector<TokenId> prompt_of(std::uint64_t family, std::uint64_t n) {
+  std::vector<TokenId> v;
+  for (std::uint64_t i = 0; i < n; ++i) v.push_back(family_token(family, i));
+  return v;
+}
+inline std::string salt_of(std::uint8_t s) {
+  return s % 2 == 0 ? std::string() : std::string("tenant-b");
+}
 
 struct Op {
   OpKind kind = OpKind::get_sequence;
@@ -62,8 +89,9 @@ struct Op {
   std::uint64_t n = 0;     // tokens; sink; strategy levels / sink
   std::uint64_t m = 0;     // window; strategy window
   std::uint32_t priority = 0;
-  std::uint8_t strategy = 0;  // EvictionStrategy::Kind as a number (taken mod 5)
-  double x = 0.0;             // thresholds
+  std::uint8_t strategy = 0;         // EvictionStrategy::Kind as a number (taken mod 5)
+  double x = 0.0;                    // thresholds
+  std::vector<std::uint64_t> ids{};  // fork_many destinations; free_many's ids
 };
 
 /// Affinity shifts the model configs use (CacheConfig::affinity_shift): 0 = hashed placement.
@@ -163,6 +191,27 @@ inline std::ostream& operator<<(std::ostream& os, const Op& op) {
     case OpKind::append_batch:
       return os << "append_batch({S" << op.seq << ", S" << op.seq2 << ", S" << op.seq << "}, "
                 << op.n << ")";
+    case OpKind::fork_many:
+    case OpKind::free_many: {
+      os << (op.kind == OpKind::fork_many ? "fork_many(S" + std::to_string(op.seq) + ", {"
+                                          : std::string("free_many({"));
+      for (std::size_t i = 0; i < op.ids.size(); ++i) os << (i ? ", S" : "S") << op.ids[i];
+      return os << "})";
+    }
+    case OpKind::truncate:
+      return os << "truncate(S" << op.seq << ", " << op.n << ")";
+    case OpKind::allocate_tokens:
+      return os << "allocate(S" << op.seq << ", prompt_of(" << op.m << ", " << op.n << "), \""
+                << salt_of(op.strategy) << "\")";
+    case OpKind::append_tokens:
+      return os << "append(S" << op.seq << ", " << op.n << " ids of family " << op.m << ")";
+    case OpKind::commit:
+      return os << "commit(S" << op.seq << ", " << op.n << ")";
+    case OpKind::match_prefix:
+      return os << "match_prefix(prompt_of(" << op.m << ", " << op.n << "), \""
+                << salt_of(op.strategy) << "\")";
+    case OpKind::reset_prefix:
+      return os << "reset_prefix_cache()";
   }
   return os << "?";
 }

@@ -31,6 +31,16 @@
 //                      not pinned and holds no pending copy source.
 //   free(s)            s missing [sequence_not_found]; each block (and pending source) loses a
 //                      reference and returns to the free list at 0. Pinned sequences too.
+//   fork_many(src, ds) errors in this order, each changing nothing: some d == src [fork's
+//                      invalid_operation]; an id twice in ds [invalid_argument]; the first d that
+//                      exists [fork's invalid_operation]; src missing [sequence_not_found]. Empty
+//                      ds checks only src. Otherwise fork(src, ds[i]) for i in order.
+//   free_many(ss)      free(ss[i]) for i in order; failed items {i, sequence_not_found}, ascending.
+//   truncate(s, n)     s missing [sequence_not_found]; n > num_tokens [invalid_argument]; n == 0
+//                      returns 0. Else drops the last n kept tokens, keeps the blocks [0,
+//                      ceil(end_slot / bs)) (end_slot: one past the last kept token's slot),
+//                      drops one reference of each other block and returns how many left. Not
+//                      an access (recency and access_count stay); pending sources stay.
 //   pin(s) / unpin(s)  s missing [sequence_not_found]; unpin of an unpinned sequence
 //                      [invalid_operation "Sequence S<n> is not pinned"]. Pins nest.
 //   copy_done(s)       s missing [sequence_not_found]; releases s's pending sources, returns how
@@ -57,12 +67,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "pkv/prefix_types.hpp"
 #include "pkv/types.hpp"
 
 namespace pkv::model {
@@ -142,6 +154,7 @@ inline std::optional<Errc> config_error(std::uint64_t num_blocks, std::uint64_t 
 
 class ReferenceModel {
  public:
+  using Key = std::pair<std::string, std::vector<TokenId>>;
   struct Seq {
     std::vector<std::uint32_t> blocks;  // model block ids, table order
     std::vector<std::uint64_t> slots;   // slot of kept token i (strictly increasing)
@@ -151,6 +164,13 @@ class ReferenceModel {
     bool streamed = false;
     std::uint32_t pins = 0;
     std::vector<std::uint32_t> pending;  // copy-on-write sources still held (hold_copy_sources)
+    // Prefix caching (token mode: allocated with token ids).
+    bool token_mode = false;
+    bool publishing = false;  // token mode and not streamed
+    std::string salt;
+    std::vector<TokenId> ids;     // token ids of the kept tokens (while publishing)
+    std::uint64_t committed = 0;  // tokens whose KV the caller has written
+    std::uint64_t published = 0;  // leading blocks already offered for publishing
 
     std::uint64_t num_tokens() const { return slots.size(); }
     std::uint64_t next_slot() const { return slots.empty() ? 0 : slots.back() + 1; }
@@ -163,7 +183,8 @@ class ReferenceModel {
         num_blocks_(num_blocks),
         block_size_(block_size),
         block_bytes_(4 * block_size * num_heads * head_dim),
-        refs_(num_blocks, 0) {
+        refs_(num_blocks, 0),
+        key_(num_blocks) {
     for (std::uint64_t b = 0; b < num_blocks; ++b) free_.push_back(static_cast<std::uint32_t>(b));
   }
 
@@ -222,8 +243,16 @@ class ReferenceModel {
   // ---- figures ---------------------------------------------------------------------------------
   std::uint64_t block_size() const { return block_size_; }
   std::uint64_t total_blocks() const { return num_blocks_; }
-  std::uint64_t free_block_count() const { return free_.size(); }
-  std::uint64_t used_block_count() const { return num_blocks_ - free_.size(); }
+  std::uint64_t free_block_count() const { return free_.size() + reclaimable_.size(); }
+  std::uint64_t used_block_count() const { return num_blocks_ - free_block_count(); }
+  std::uint64_t cached_block_count() const {
+    std::uint64_t n = 0;
+    for (const auto& k : key_) n += k ? 1 : 0;
+    return n;
+  }
+  std::uint64_t reclaimable_block_count() const { return reclaimable_.size(); }
+  PrefixCacheStats prefix_stats() const { return pstats_; }
+  bool findable(std::uint32_t b) const { return key_.at(b).has_value(); }
   double utilization() const {
     return static_cast<double>(used_block_count()) / static_cast<double>(num_blocks_);
   }
@@ -241,7 +270,7 @@ class ReferenceModel {
     if (seqs_.contains(s.value))
       return text::invalid_operation("Sequence " + text::seq(s) + " already exists");
     const std::uint64_t nb = num_tokens / block_size_ + (num_tokens % block_size_ != 0 ? 1 : 0);
-    if (nb > free_.size()) return text::out_of_memory(nb, free_.size());
+    if (nb > free_block_count()) return text::out_of_memory(nb, free_block_count());
     Seq q;
     q.blocks = take(nb);
     q.slots.resize(num_tokens);
@@ -253,21 +282,26 @@ class ReferenceModel {
     return {};
   }
 
-  Result<std::optional<CopyOp>> append(SeqId s, std::uint64_t n) {
+  Result<std::optional<CopyOp>> append(SeqId s, std::uint64_t n, bool with_ids = false) {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
     Seq& q = it->second;
+    if (q.token_mode && !with_ids)
+      return text::invalid_operation("Sequence " + text::seq(s) +
+                                     " was allocated with token ids: append token ids");
     if (n > std::numeric_limits<std::size_t>::max() - q.num_tokens())
       return text::invalid_argument("token count overflow");
     std::optional<CopyOp> copy;
     if (n > 0) {
       const std::uint64_t next = q.next_slot();
       const std::uint64_t room = q.blocks.size() * block_size_ - next;
-      const bool cow = room > 0 && refs_[q.blocks.back()] > 1;
+      // A findable last block is shared with every future hit (after a truncate into it).
+      const bool cow =
+          room > 0 && (refs_[q.blocks.back()] > 1 || (q.token_mode && key_[q.blocks.back()]));
       const std::uint64_t beyond = n > room ? n - room : 0;
       const std::uint64_t need =
           beyond / block_size_ + (beyond % block_size_ != 0 ? 1 : 0) + (cow ? 1 : 0);
-      if (need > free_.size()) return text::out_of_memory(need, free_.size());
+      if (need > free_block_count()) return text::out_of_memory(need, free_block_count());
       std::vector<std::uint32_t> got = take(need);
       std::size_t i = 0;
       if (cow) {
@@ -294,7 +328,7 @@ class ReferenceModel {
   Result<void> free(SeqId s) {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
-    for (std::uint32_t b : it->second.blocks) drop(b);
+    drop_all(it->second.blocks, it->second.token_mode);
     for (std::uint32_t b : it->second.pending) drop(b);
     seqs_.erase(it);
     return {};
@@ -312,12 +346,165 @@ class ReferenceModel {
     d.slots = it->second.slots;
     d.priority = it->second.priority;
     d.streamed = it->second.streamed;
+    d.token_mode = it->second.token_mode;  // the child continues the same chain
+    d.publishing = it->second.publishing;
+    d.salt = it->second.salt;
+    d.ids = it->second.ids;
+    d.committed = it->second.committed;
+    d.published = it->second.published;
     for (std::uint32_t b : d.blocks) ++refs_[b];
     d.last_access = ++clock_;
     d.access_count = 1;
     seqs_.emplace(dst.value, std::move(d));
     stats_.total_forks += 1;
     return {};
+  }
+
+  // ---- prefix caching ----------------------------------------------------------------------
+  /// Picks which of several findable blocks with one key a hit takes (pkv may keep duplicates;
+  /// which one it finds is not specified): given the block's table index and the candidates
+  /// (publish order), returns one of them. The default takes the first.
+  using Chooser = std::function<std::uint32_t(std::size_t, const std::vector<std::uint32_t>&)>;
+
+  /// allocate(seq, prompt, salt): the longest findable prefix (at most (size - 1) / bs blocks)
+  /// is shared (a reclaimable hit is revived), the rest taken, all or nothing: on out_of_memory
+  /// (requested: the blocks to take; available: free_block_count() after the revivals) nothing
+  /// changes. Commits nothing beyond the hit blocks. Returns the cached tokens.
+  Result<std::size_t> allocate(SeqId s, const std::vector<TokenId>& prompt, const std::string& salt,
+                               const Chooser& choose = {}) {
+    if (prompt.empty()) return text::invalid_argument("empty prompt");
+    if (seqs_.contains(s.value))
+      return text::invalid_operation("Sequence " + text::seq(s) + " already exists");
+    const std::uint64_t max_hit = (prompt.size() - 1) / block_size_;
+    const std::uint64_t nb = prompt.size() / block_size_ + (prompt.size() % block_size_ != 0);
+    std::vector<std::uint32_t> hits;
+    const std::deque<std::uint32_t> saved = reclaimable_;
+    for (std::uint64_t i = 0; i < max_hit; ++i) {
+      auto it = index_.find(key_of(salt, prompt, i));
+      if (it == index_.end()) break;
+      const std::uint32_t b = choose ? choose(i, it->second) : it->second.front();
+      if (refs_[b]++ == 0) std::erase(reclaimable_, b);
+      hits.push_back(b);
+    }
+    const std::uint64_t need = nb - hits.size();
+    if (need > free_block_count()) {
+      const std::uint64_t avail = free_block_count();
+      for (std::uint32_t b : hits) --refs_[b];
+      reclaimable_ = saved;  // a failed allocation changes nothing
+      return text::out_of_memory(need, avail);
+    }
+    Seq q;
+    q.blocks = hits;
+    const std::vector<std::uint32_t> got = take(need);
+    q.blocks.insert(q.blocks.end(), got.begin(), got.end());
+    q.slots.resize(prompt.size());
+    for (std::uint64_t i = 0; i < prompt.size(); ++i) q.slots[i] = i;
+    q.token_mode = q.publishing = true;
+    q.salt = salt;
+    q.ids = prompt;
+    q.committed = hits.size() * block_size_;
+    q.published = hits.size();
+    q.last_access = ++clock_;
+    q.access_count = 1;
+    seqs_.emplace(s.value, std::move(q));
+    note_peak();
+    pstats_.requests += 1;
+    pstats_.queries += prompt.size();
+    pstats_.hits += hits.size() * block_size_;
+    return static_cast<std::size_t>(hits.size() * block_size_);
+  }
+
+  /// append(seq, token ids): the count form that records the ids; first commits every token the
+  /// sequence held before. A count-mode sequence: the count form.
+  Result<std::optional<CopyOp>> append(SeqId s, const std::vector<TokenId>& tokens) {
+    auto it = seqs_.find(s.value);
+    if (it == seqs_.end()) return text::not_found(s);
+    if (!it->second.token_mode) return append(s, tokens.size(), true);
+    const std::uint64_t held = it->second.num_tokens();
+    Result<std::optional<CopyOp>> r = append(s, tokens.size(), true);
+    if (!r) return r;
+    Seq& q = seqs_.at(s.value);
+    if (q.publishing) q.ids.insert(q.ids.end(), tokens.begin(), tokens.end());
+    publish_committed(q, held);
+    return r;
+  }
+
+  Result<std::size_t> commit(SeqId s, std::uint64_t n) {
+    auto it = seqs_.find(s.value);
+    if (it == seqs_.end()) return text::not_found(s);
+    if (n > it->second.num_tokens()) return text::invalid_argument("commit beyond the sequence");
+    if (!it->second.token_mode) return std::size_t{0};
+    return publish_committed(it->second, n);
+  }
+
+  std::size_t match_prefix(const std::vector<TokenId>& tokens, const std::string& salt) const {
+    if (tokens.empty()) return 0;
+    const std::uint64_t max_hit = (tokens.size() - 1) / block_size_;
+    std::uint64_t i = 0;
+    while (i < max_hit && index_.contains(key_of(salt, tokens, i))) ++i;
+    return static_cast<std::size_t>(i * block_size_);
+  }
+
+  /// Forgets every hash: held blocks stay (offered blocks are not published again), reclaimable
+  /// ones become plain free.
+  Result<void> reset_prefix_cache() {
+    for (auto& k : key_) k.reset();
+    index_.clear();
+    for (std::uint32_t b : reclaimable_) {
+      free_.push_back(b);
+      stats_.total_frees += 1;
+    }
+    reclaimable_.clear();
+    return {};
+  }
+
+  /// fork(src, dsts[i]) for each i in order, all or nothing; errors checked first, in order.
+  Result<void> fork_many(SeqId src, const std::vector<SeqId>& dsts) {
+    for (SeqId d : dsts)
+      if (d == src)
+        return text::invalid_operation("Cannot fork sequence " + text::seq(src) + " onto itself");
+    for (std::size_t i = 0; i < dsts.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (dsts[i] == dsts[j]) return text::invalid_argument("repeated destination");
+    for (SeqId d : dsts)
+      if (seqs_.contains(d.value))
+        return text::invalid_operation("Destination sequence " + text::seq(d) + " already exists");
+    if (!seqs_.contains(src.value)) return text::not_found(src);
+    for (SeqId d : dsts) (void)fork(src, d);
+    return {};
+  }
+
+  /// free(seqs[i]) for each i in order; the failed items (ascending) with their errors.
+  std::vector<std::pair<std::size_t, Error>> free_many(const std::vector<SeqId>& seqs) {
+    std::vector<std::pair<std::size_t, Error>> errors;
+    for (std::size_t i = 0; i < seqs.size(); ++i)
+      if (Result<void> r = free(seqs[i]); !r) errors.emplace_back(i, r.error());
+    return errors;
+  }
+
+  /// Drops the last n kept tokens; keeps blocks [0, ceil(end_slot / bs)) where end_slot is one
+  /// past the last kept token's slot, drops one reference from each other block. Not an access.
+  Result<std::size_t> truncate(SeqId s, std::uint64_t n) {
+    auto it = seqs_.find(s.value);
+    if (it == seqs_.end()) return text::not_found(s);
+    Seq& q = it->second;
+    if (n > q.num_tokens()) return text::invalid_argument("truncate beyond the sequence");
+    if (n == 0) return std::size_t{0};
+    q.slots.resize(q.slots.size() - n);
+    const std::uint64_t end = q.next_slot();
+    const std::uint64_t keep = end / block_size_ + (end % block_size_ != 0 ? 1 : 0);
+    const std::size_t gone = q.blocks.size() - keep;
+    drop_all(std::vector<std::uint32_t>(q.blocks.begin() + static_cast<std::ptrdiff_t>(keep),
+                                        q.blocks.end()),
+             q.token_mode);
+    q.blocks.resize(keep);
+    if (q.token_mode) {  // the chain follows the kept tokens
+      const std::uint64_t full = q.num_tokens() / block_size_;
+      if (q.publishing) q.ids.resize(q.num_tokens());
+      q.published = std::min(q.published, full);
+      q.committed = std::min(q.committed, q.num_tokens());
+    }
+    return gone;
   }
 
   const Seq* find(SeqId s) const {
@@ -413,15 +600,17 @@ class ReferenceModel {
     std::vector<bool> holds(q.blocks.size(), false);
     for (std::uint64_t s2 : kept_slots) holds[s2 / block_size_] = true;
     std::vector<std::uint64_t> new_index(q.blocks.size(), 0);
-    std::vector<std::uint32_t> blocks;
+    std::vector<std::uint32_t> blocks, dropped;
     for (std::size_t b = 0; b < q.blocks.size(); ++b) {
       if (holds[b]) {
         new_index[b] = blocks.size();
         blocks.push_back(q.blocks[b]);
       } else {
-        drop(q.blocks[b]);
+        dropped.push_back(q.blocks[b]);
       }
     }
+    drop_all(dropped, q.token_mode);
+    q.publishing = false;  // its blocks are no longer a prefix of anything
     for (std::uint64_t& s2 : kept_slots)
       s2 = new_index[s2 / block_size_] * block_size_ + s2 % block_size_;
     q.blocks = std::move(blocks);
@@ -496,22 +685,71 @@ class ReferenceModel {
     return 0;
   }
 
+  // Plain free blocks first, then reclaimable ones, least recently released first (each loses
+  // its hash).
   std::vector<std::uint32_t> take(std::uint64_t n) {
     std::vector<std::uint32_t> got;
     for (std::uint64_t i = 0; i < n; ++i) {
-      got.push_back(free_.front());
-      free_.pop_front();
+      if (!free_.empty()) {
+        got.push_back(free_.front());
+        free_.pop_front();
+        stats_.total_allocations += 1;
+      } else {
+        got.push_back(reclaimable_.front());
+        reclaimable_.pop_front();
+        unindex(got.back());
+        pstats_.reclaimed += 1;
+      }
       refs_[got.back()] = 1;
     }
-    stats_.total_allocations += n;
     return got;
   }
 
+  // A findable block whose last holder leaves becomes reclaimable (newest at the back).
   void drop(std::uint32_t b) {
     if (--refs_[b] == 0) {
-      free_.push_back(b);
-      stats_.total_frees += 1;
+      if (key_[b]) {
+        reclaimable_.push_back(b);
+      } else {
+        free_.push_back(b);
+        stats_.total_frees += 1;
+      }
     }
+  }
+  // Drops a token-mode sequence's blocks tail first (the deepest block of a chain goes first).
+  void drop_all(const std::vector<std::uint32_t>& blocks, bool token_mode) {
+    if (token_mode) {
+      for (std::size_t i = blocks.size(); i-- > 0;) drop(blocks[i]);
+    } else {
+      for (std::uint32_t b : blocks) drop(b);
+    }
+  }
+  void unindex(std::uint32_t b) {
+    auto it = index_.find(*key_[b]);
+    std::erase(it->second, b);
+    if (it->second.empty()) index_.erase(it);
+    key_[b].reset();
+  }
+  Key key_of(const std::string& salt, const std::vector<TokenId>& ids, std::size_t block) const {
+    return Key{salt, std::vector<TokenId>(
+                         ids.begin(),
+                         ids.begin() + static_cast<std::ptrdiff_t>((block + 1) * block_size_))};
+  }
+  // Publishes the full committed blocks not offered yet; returns how many became findable.
+  std::size_t publish_committed(Seq& q, std::uint64_t committed) {
+    q.committed = std::max(q.committed, committed);
+    if (!q.publishing) return 0;
+    const std::uint64_t full = std::min<std::uint64_t>(q.committed / block_size_, q.blocks.size());
+    std::size_t count = 0;
+    for (; q.published < full; ++q.published) {
+      const std::uint32_t b = q.blocks[q.published];
+      if (key_[b]) continue;  // a sharer published it
+      key_[b] = key_of(q.salt, q.ids, q.published);
+      index_[*key_[b]].push_back(b);
+      ++count;
+    }
+    pstats_.published += count;
+    return count;
   }
 
   void note_peak() {
@@ -523,7 +761,13 @@ class ReferenceModel {
   std::uint64_t block_size_;
   std::uint64_t block_bytes_;
   std::vector<std::uint32_t> refs_;
-  std::deque<std::uint32_t> free_;
+  std::deque<std::uint32_t> free_;  // plain free
+  // Prefix caching: the findable blocks by (salt, token ids up to and including the block);
+  // several blocks per key are allowed (two sequences computed the same prompt).
+  std::vector<std::optional<Key>> key_;
+  std::map<Key, std::vector<std::uint32_t>> index_;
+  std::deque<std::uint32_t> reclaimable_;  // findable, no holder; least recently released first
+  PrefixCacheStats pstats_{};
   std::map<std::uint64_t, Seq> seqs_;
   EvictionStrategy strategy_{};
   double threshold_ = 0.9;

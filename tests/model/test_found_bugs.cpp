@@ -157,3 +157,51 @@ TEST(FoundBugs, st_unpin_keeps_lru_order_within_a_shard) {
   ASSERT_TRUE(v);
   EXPECT_EQ(v.value(), a) << "evicted the more recently used sequence";
 }
+
+// Found by the prefix-caching model (RapidCheck, shrunk): StreamingLLM on a token-mode sequence
+// kept the hash chain of tokens it no longer held (validate_unsafe: "token-mode bookkeeping is
+// inconsistent"). Fixed in 2c6db83.
+TEST(FoundBugs, st_streaming_a_token_mode_sequence_drops_its_chain) {
+  PagedKvCache cache(4, 2, 1, 1);
+  const std::vector<pkv::TokenId> prompt{100, 101};
+  ASSERT_TRUE(cache.allocate(SeqId{1}, prompt));
+  ASSERT_TRUE(cache.apply_streaming_llm(SeqId{1}, 1, 0));
+  EXPECT_EQ(cache.validate_unsafe(), "");
+  auto c = cache.commit(SeqId{1}, 1);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c.value(), 0u);
+  EXPECT_EQ(cache.validate_unsafe(), "");
+}
+
+// Found by the prefix-caching model (RapidCheck, shrunk and replayed by hand): an allocate that
+// revives reclaimable hit blocks and then runs out of memory gives them back at the most recently
+// released end of the reclaim queue (release_blocks pushes them again), so a failed allocation
+// changes which cached blocks are reclaimed next. The contract says allocate is all or nothing
+// and bad input changes nothing; the model keeps the queue as it was. FAILS until src/ restores
+// the revived blocks' queue positions on that path (PagedKvCache::allocate(seq, prompt, salt)).
+TEST(FoundBugs, st_failed_prefix_allocate_keeps_the_reclaim_order) {
+  PagedKvCache cache(16, 1, 1, 1);
+  auto prompt = [](std::size_t n) {
+    std::vector<pkv::TokenId> v;
+    for (std::size_t i = 0; i < n; ++i) v.push_back(static_cast<pkv::TokenId>(100 + i));
+    return v;
+  };
+  ASSERT_TRUE(cache.allocate(SeqId{1}, prompt(2), "tb"));
+  ASSERT_TRUE(cache.commit(SeqId{1}, 2));  // B0 {100}, B1 {100, 101} findable under "tb"
+  ASSERT_TRUE(cache.free(SeqId{1}));       // reclaim queue: B1, B0 (tail first)
+  ASSERT_TRUE(cache.allocate(SeqId{4}, prompt(3), "other"));
+  ASSERT_TRUE(cache.commit(SeqId{4}, 3));
+  ASSERT_TRUE(cache.free(SeqId{4}));          // reclaim queue: B1, B0, C2, C1, C0
+  ASSERT_TRUE(cache.allocate(SeqId{2}, 11));  // every plain free block taken
+  ASSERT_EQ(cache.reclaimable_block_count(), 5u);
+  // Hits B0 and B1 (revived), then needs 8 more with 3 left: out_of_memory.
+  auto r = cache.allocate(SeqId{3}, prompt(10), "tb");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), pkv::Errc::out_of_memory);
+  EXPECT_EQ(cache.reclaimable_block_count(), 5u);
+  // One block more for S2: the least recently released reclaimable block, B1, must be the one
+  // reclaimed, as if the failed allocate had not happened; B0 stays findable.
+  ASSERT_TRUE(cache.append(SeqId{2}, 1));
+  EXPECT_EQ(cache.match_prefix(prompt(3), "tb"), 1u)
+      << "the failed allocate moved B0 and B1 behind C2, C1, C0 in the reclaim queue";
+}

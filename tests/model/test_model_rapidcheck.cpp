@@ -142,7 +142,9 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
   pkv::model::Coverage total;
   const auto gen_cfg = pkv::model::gen::config();
   const auto gen_ops = rc::gen::container<std::vector<Op>>(pkv::model::gen::op());
-  for (std::uint64_t seed = 1; seed <= 150; ++seed) {
+  // 250 programs (150 before the op mix grew by nine kinds: the bounds below stay as they were).
+  std::uint64_t reclaimed = 0;
+  for (std::uint64_t seed = 1; seed <= 250; ++seed) {
     rc::Random rnd(seed);
     const rc::Random other = rnd.split();
     const CacheConfig cfg = gen_cfg(rnd, 50).value();
@@ -165,6 +167,12 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
     total.forks += c.forks;
     total.shared_appends += c.shared_appends;
     total.copies_done += c.copies_done;
+    total.truncated += c.truncated;
+    total.forked_many += c.forked_many;
+    total.freed_many_mixed += c.freed_many_mixed;
+    total.prefix_hits += c.prefix_hits;
+    total.published += c.published;
+    reclaimed += h.model().prefix_stats().reclaimed;  // equal to the cache's (check())
   }
   EXPECT_GT(total.copies, 20u);
   EXPECT_GT(total.oom, 20u);
@@ -175,10 +183,17 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
   EXPECT_GT(total.streamed, 20u);
   EXPECT_GT(total.forks, 20u);
   EXPECT_GT(total.copies_done, 0u);
+  EXPECT_GT(total.truncated, 20u);
+  EXPECT_GT(total.prefix_hits, 20u);
+  EXPECT_GT(total.published, 20u);
+  EXPECT_GT(reclaimed, 20u);
+  EXPECT_GT(total.forked_many, 8u);  // needs 2+ of the 3 other ids free
+  EXPECT_GT(total.freed_many_mixed, 20u);
   std::printf(
       "coverage over %llu steps: copies=%llu oom=%llu not_found=%llu invalid_op=%llu "
       "invalid_arg=%llu evicted=%llu streamed=%llu forks=%llu shared_appends=%llu "
-      "copy_sources_released=%llu\n",
+      "copy_sources_released=%llu truncated=%llu fork_many(>=2)=%llu free_many(mixed)=%llu "
+      "prefix_hits=%llu published=%llu reclaimed=%llu\n",
       static_cast<unsigned long long>(total.steps), static_cast<unsigned long long>(total.copies),
       static_cast<unsigned long long>(total.oom), static_cast<unsigned long long>(total.not_found),
       static_cast<unsigned long long>(total.invalid_operation),
@@ -186,7 +201,12 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
       static_cast<unsigned long long>(total.evicted),
       static_cast<unsigned long long>(total.streamed), static_cast<unsigned long long>(total.forks),
       static_cast<unsigned long long>(total.shared_appends),
-      static_cast<unsigned long long>(total.copies_done));
+      static_cast<unsigned long long>(total.copies_done),
+      static_cast<unsigned long long>(total.truncated),
+      static_cast<unsigned long long>(total.forked_many),
+      static_cast<unsigned long long>(total.freed_many_mixed),
+      static_cast<unsigned long long>(total.prefix_hits),
+      static_cast<unsigned long long>(total.published), static_cast<unsigned long long>(reclaimed));
 }
 
 // ---- fixed scenarios: the seed's defects, through the same harness ------------------------------
