@@ -62,6 +62,20 @@ Result<std::size_t> PagedKvCache::allocate(SeqId seq, std::span<const TokenId> p
     std::lock_guard<ShardLock> g(sh.mu);
     if (sh.map.contains(seq))
       return Error::invalid_operation("Sequence " + to_string(seq) + " already exists");
+    // When plain free blocks may not cover the prompt, check first, with no effect, that the hits
+    // plus plain free and reclaimable blocks do (reviving a reclaimable hit and giving it back on
+    // failure would move it in the reclaim order). Exact when no other call is in flight; a race
+    // that makes the allocation fail after all is undone below.
+    if (m.pool.free_count() < nb) {
+      std::size_t found = 0, revived = 0;
+      for (; found < max_hit; ++found) {
+        const auto holders = pc.peek_holders(hashes[found], prompt.subspan(found * bs, bs));
+        if (!holders) break;
+        revived += *holders == 0 ? 1 : 0;
+      }
+      const std::size_t available = m.free_blocks() - std::min(revived, m.free_blocks());
+      if (nb - found > available) return Error::out_of_memory(nb - found, available);
+    }
     Entry e(seq);
     e.blocks.reserve(nb);
     // The longest cached prefix: one CAS per hit block, no lock.

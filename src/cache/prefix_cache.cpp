@@ -114,9 +114,11 @@ std::optional<BlockId> PrefixCache::try_hit(const BlockHash& h, std::span<const 
   return hit;
 }
 
-bool PrefixCache::peek(const BlockHash& h, std::span<const TokenId> tokens) const {
+std::optional<std::uint64_t> PrefixCache::peek_holders(const BlockHash& h,
+                                                       std::span<const TokenId> tokens) const {
   const std::uint64_t key = key_of(h);
-  return index_find(shard_of(key), key, [&](std::uint64_t value) {
+  std::optional<std::uint64_t> holders;
+  index_find(shard_of(key), key, [&](std::uint64_t value) {
     const std::uint32_t block = static_cast<std::uint32_t>(value);
     if (block >= num_blocks_) return false;
     const BlockMeta& m = meta_[block];
@@ -124,8 +126,11 @@ bool PrefixCache::peek(const BlockHash& h, std::span<const TokenId> tokens) cons
     if ((s & kFindable) == 0 || (s >> 32) != (value >> 32)) return false;
     if (!hash_equals(m, h) || !tokens_equal(BlockId{block}, tokens)) return false;
     // Valid if the word did not change meanwhile (see Memory ordering).
-    return m.state.load(std::memory_order_acquire) == s;
+    if (m.state.load(std::memory_order_acquire) != s) return false;
+    holders = s & kHolders;
+    return true;
   });
+  return holders;
 }
 
 bool PrefixCache::publish(BlockId b, const BlockHash& h, std::span<const TokenId> tokens) {

@@ -108,7 +108,13 @@ class PrefixCache {
   /// (revived if it was reclaimable). nullopt on a miss.
   std::optional<BlockId> try_hit(const BlockHash& h, std::span<const TokenId> tokens);
   /// Whether try_hit would hit now, with no effect.
-  bool peek(const BlockHash& h, std::span<const TokenId> tokens) const;
+  bool peek(const BlockHash& h, std::span<const TokenId> tokens) const {
+    return peek_holders(h, tokens).has_value();
+  }
+  /// peek that also says how many sequences hold the block it would hit (0: reclaimable);
+  /// nullopt on a miss.
+  std::optional<std::uint64_t> peek_holders(const BlockHash& h,
+                                            std::span<const TokenId> tokens) const;
 
   // ---- publishing and reclaiming (one index shard lock at most) ----
 
