@@ -189,16 +189,14 @@ void add_prefix() {
     });
     add<PrefixChurn<Pkv>>("BM_prefix_churn/" + alg + "/pkv", Threads::all,
                           [a](int t) { return std::make_unique<PrefixChurn<Pkv>>(t, a); });
-    add<PrefixChurn<PrefixBase>>("BM_prefix_churn/" + alg + "/vllm_mutex", Threads::all,
-                                 [a](int t) {
-                                   return std::make_unique<PrefixChurn<PrefixBase>>(t, a);
-                                 });
+    add<PrefixChurn<PrefixBase>>(
+        "BM_prefix_churn/" + alg + "/vllm_mutex", Threads::all,
+        [a](int t) { return std::make_unique<PrefixChurn<PrefixBase>>(t, a); });
     add<MatchPrefix<Pkv>>("BM_match_prefix/" + alg + "/pkv", Threads::all,
                           [a](int t) { return std::make_unique<MatchPrefix<Pkv>>(t, a); });
-    add<MatchPrefix<PrefixBase>>("BM_match_prefix/" + alg + "/vllm_mutex", Threads::all,
-                                 [a](int t) {
-                                   return std::make_unique<MatchPrefix<PrefixBase>>(t, a);
-                                 });
+    add<MatchPrefix<PrefixBase>>(
+        "BM_match_prefix/" + alg + "/vllm_mutex", Threads::all,
+        [a](int t) { return std::make_unique<MatchPrefix<PrefixBase>>(t, a); });
   }
 }
 

@@ -22,8 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "baselines/prefix_baseline.hpp"

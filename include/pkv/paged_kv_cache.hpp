@@ -83,13 +83,13 @@
 //   blocks are named by chain hashes (pkv/block_hash.hpp) and, once the caller has written their
 //   KV (commit(), or append with token ids, which commits what the sequence held before), become
 //   findable: a later allocate of a prompt with the same leading blocks under the same salt shares
-//   them instead of computing them. Only full, committed blocks are findable; two threads prefilling
-//   the same prompt at once each compute their own copy (duplicates per hash are allowed).
-//   Block states: plain free -> held -> cached-held (findable) -> reclaimable (findable, held by
-//   no sequence; counted in free_block_count()) -> revived by a hit, or reclaimed (taken for other
-//   data, and no longer findable under its old hash). New blocks come from plain free blocks
-//   first; reclaimable ones are taken only when none is left, least recently released first, and
-//   a sequence's blocks are released tail first. No stranding: allocating k blocks succeeds
+//   them instead of computing them. Only full, committed blocks are findable; two threads
+//   prefilling the same prompt at once each compute their own copy (duplicates per hash are
+//   allowed). Block states: plain free -> held -> cached-held (findable) -> reclaimable (findable,
+//   held by no sequence; counted in free_block_count()) -> revived by a hit, or reclaimed (taken
+//   for other data, and no longer findable under its old hash). New blocks come from plain free
+//   blocks first; reclaimable ones are taken only when none is left, least recently released first,
+//   and a sequence's blocks are released tail first. No stranding: allocating k blocks succeeds
 //   whenever plain free + reclaimable >= k.
 //     free_block_count() == plain free + reclaimable,  used + free == total_blocks()
 //   Different salts never share a block. With verify_tokens a hit also compares the stored token

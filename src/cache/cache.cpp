@@ -70,8 +70,8 @@ Result<std::unique_ptr<PagedKvCache>> PagedKvCache::create(std::size_t num_block
 PagedKvCache::PagedKvCache(std::size_t num_blocks, std::size_t block_size, std::size_t num_heads,
                            std::size_t head_dim, Options options)
     : num_blocks_(num_blocks), block_size_(block_size), block_bytes_(0) {
-  if (auto e = detail::config_error(num_blocks, block_size, num_heads, head_dim, options,
-                                    &block_bytes_))
+  if (auto e =
+          detail::config_error(num_blocks, block_size, num_heads, head_dim, options, &block_bytes_))
     throw std::invalid_argument(e->message());
   impl_ = std::make_unique<Impl>(num_blocks, block_size, options);
 }

@@ -54,6 +54,14 @@ inline constexpr std::size_t kStripes = 64;
 /// What append did to one entry (a one-byte code; the CopyOp and the Error come back apart).
 enum class AppendStep : std::uint8_t { failed, appended, copied };
 
+/// append's Result from the locked body's outcome, built in place (both append forms).
+inline Result<std::optional<CopyOp>> append_result(AppendStep step, const CopyOp& copy,
+                                                   std::optional<Error>& err) {
+  if (step == AppendStep::appended) return Result<std::optional<CopyOp>>(std::in_place);
+  if (step == AppendStep::copied) return Result<std::optional<CopyOp>>(std::in_place, copy);
+  return std::move(*err);
+}
+
 /// The configuration checks of PagedKvCache::create; sets *block_bytes on success.
 std::optional<Error> config_error(std::size_t num_blocks, std::size_t block_size,
                                   std::size_t num_heads, std::size_t head_dim,

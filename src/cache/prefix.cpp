@@ -133,9 +133,7 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::span<const To
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   if (took) m.note_peak();
-  if (step == AppendStep::appended) return Result<std::optional<CopyOp>>(std::in_place);
-  if (step == AppendStep::copied) return Result<std::optional<CopyOp>>(std::in_place, copy);
-  return std::move(*err);
+  return detail::append_result(step, copy, err);
 }
 
 Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,

@@ -4,8 +4,8 @@
 // Contract
 //   BasicLockable (lock / unlock), so std::lock_guard and std::unique_lock work. Test-and-test-
 //   and-set on one word: uncontended, lock + unlock is one exchange and one release store
-//   (cheaper than std::mutex, whose uncontended pair is two RMWs). A waiter spins on a plain load (the
-//   line stays shared) with a pause, then yields (spin_pause), so a holder preempted on an
+//   (cheaper than std::mutex, whose uncontended pair is two RMWs). A waiter spins on a plain load
+//   (the line stays shared) with a pause, then yields (spin_pause), so a holder preempted on an
 //   oversubscribed machine gets the CPU back. Meant for short critical sections that never block.
 //   Templated on the atomic so that tests/dsched can run the pool under its scheduler.
 #pragma once
