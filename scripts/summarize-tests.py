@@ -27,14 +27,18 @@ for path in extra:
         failed += 1
         continue
     p = f = s = 0
+    names = []
     for case in root.iter("testcase"):
         if case.find("failure") is not None or case.find("error") is not None:
             f += 1
+            names.append(f"{case.get('classname', '')}.{case.get('name', '')}")
         elif case.find("skipped") is not None:
             s += 1
         else:
             p += 1
     print(f"  {path}: {p} passed, {f} failed, {s} skipped")
+    for n in names:
+        print(f"    failed: {n}")
     passed, failed, skipped = passed + p, failed + f, skipped + s
 print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(1 if failed or passed == 0 else 0)

@@ -35,6 +35,11 @@ run_build() {
       >"$dir.test.log" 2>&1; then
     status=1
     echo "=== $dir: TESTS FAILED"
+    # Which ones, and their own words (GoogleTest's failure lines, a seed to rerun with), so a
+    # failure on a machine we cannot log into can be reproduced from this output alone.
+    grep -E "^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)" "$dir.test.log" | head -20
+    grep -hE "\[  FAILED  \]|Failure$|pkv-stress: seed=|error:|ERROR:|SUMMARY:" \
+      "$dir/meson-logs/testlog.txt" | head -40
   fi
   tail -n 9 "$dir.test.log"
   logs+=("$dir/meson-logs/testlog.junit.xml")

@@ -200,6 +200,58 @@ TEST(PkvPrefix, mt_hits_race_with_reclaim) {
   EXPECT_EQ(c->validate_unsafe(), "");
 }
 
+// free_block_count() sums two counters (plain free, reclaimable) read one after the other; a block
+// that moves from plain free to reclaimable between the two reads is counted twice. The figures
+// must stay in range all the same ("a value within the range the concurrent calls could
+// produce"), and peak_blocks_used, derived from them, must never pass total_blocks(). Writers
+// cycle blocks through plain free -> held -> reclaimable -> reclaimed as fast as they can.
+TEST(PkvPrefix, mt_figures_stay_in_range_while_blocks_change_state) {
+  constexpr std::size_t kBlocks = 24;
+  PagedKvCache::Options o;
+  o.prefix.hash = HashAlgorithm::xxh3_128;
+  o.pool.magazine_size = 2;  // blocks move between threads' magazines and the shared stack often
+  o.pool.slot_magazines = 2;
+  auto c = std::make_unique<PagedKvCache>(kBlocks, 2, 4, 8, o);
+  std::atomic<bool> stop{false};
+  std::atomic<int> out_of_range{0};
+  std::vector<std::thread> ts;
+  // More threads than cores, so that readers are preempted between their two loads.
+  constexpr int kWriters = 6;
+  for (int t = 0; t < kWriters; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 30000; ++i) {
+        const SeqId s{(static_cast<std::uint64_t>(t + 1) << 32) | static_cast<std::uint64_t>(i)};
+        if (i % 2 == 0) {  // count form: plain blocks through the pool's magazines
+          if (c->allocate(s, 2 + i % 5)) (void)c->free(s);
+          continue;
+        }
+        // Distinct prompts: every free leaves reclaimable blocks, every allocate reclaims some.
+        const auto first = static_cast<TokenId>(1000 * t + 50 * (i % 7));
+        const Tokens p = range_tokens(first, first + 7);
+        if (!c->allocate(s, p, {})) continue;
+        (void)c->commit(s, p.size());
+        (void)c->free(s);
+      }
+    });
+  }
+  for (int r = 0; r < 2; ++r) ts.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t f = c->free_block_count();
+      const double u = c->utilization();
+      if (f > kBlocks || c->used_block_count() > kBlocks || !(u >= 0.0 && u <= 1.0) ||
+          c->stats().peak_blocks_used > kBlocks)
+        out_of_range.fetch_add(1);
+    }
+  });
+  for (int t = 0; t < kWriters; ++t) ts[t].join();
+  stop.store(true);
+  for (std::size_t t = kWriters; t < ts.size(); ++t) ts[t].join();
+  EXPECT_EQ(out_of_range.load(), 0);
+  EXPECT_LE(c->stats().peak_blocks_used, kBlocks);
+  EXPECT_EQ(c->free_block_count(), kBlocks);
+  EXPECT_EQ(c->validate_unsafe(), "");
+}
+
 // With verify_tokens, hits compare the stored ids (the collision path itself is tested on the
 // prefix cache directly, tests/test_cache_parts.cpp, since no real digest collision is at hand).
 TEST(PkvPrefix, st_verify_tokens_hits_only_equal_tokens) {

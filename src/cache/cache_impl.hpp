@@ -157,10 +157,14 @@ struct PagedKvCache::Impl {
   std::uint64_t holders(BlockId b, bool managed) const noexcept {
     return managed ? prefix_or_null()->holders(b) : pool.ref_count(b);
   }
-  /// Free blocks as a user counts them: plain free + reclaimable.
+  /// Free blocks as a user counts them: plain free + reclaimable, at most num_blocks. The two
+  /// counters (and the pool's per-thread ones) are read one after another while other calls move
+  /// blocks between them, so the raw sum can count a moving block twice; clamped, it stays a
+  /// value the concurrent calls could produce, and num_blocks - free_blocks() cannot wrap.
   std::size_t free_blocks() const noexcept {
     const detail::PrefixCache* pc = prefix_or_null();
-    return pool.free_count() + (pc != nullptr ? pc->reclaimable() : 0);
+    return std::min<std::size_t>(num_blocks,
+                                 pool.free_count() + (pc != nullptr ? pc->reclaimable() : 0));
   }
 
   // truncate.cpp
