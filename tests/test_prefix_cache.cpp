@@ -30,9 +30,9 @@ struct Pkv {
   }
 };
 
-using PkvTypes = ::testing::Types<Pkv<HashAlgorithm::sha256, false>,
-                                  Pkv<HashAlgorithm::xxh3_128, false>,
-                                  Pkv<HashAlgorithm::xxh3_128, true>>;
+using PkvTypes =
+    ::testing::Types<Pkv<HashAlgorithm::sha256, false>, Pkv<HashAlgorithm::xxh3_128, false>,
+                     Pkv<HashAlgorithm::xxh3_128, true>>;
 INSTANTIATE_TYPED_TEST_SUITE_P(Pkv, PrefixCacheCases, PkvTypes);
 
 std::unique_ptr<PagedKvCache> make(std::size_t blocks, bool verify = false) {
@@ -234,15 +234,16 @@ TEST(PkvPrefix, mt_figures_stay_in_range_while_blocks_change_state) {
       }
     });
   }
-  for (int r = 0; r < 2; ++r) ts.emplace_back([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      const std::size_t f = c->free_block_count();
-      const double u = c->utilization();
-      if (f > kBlocks || c->used_block_count() > kBlocks || !(u >= 0.0 && u <= 1.0) ||
-          c->stats().peak_blocks_used > kBlocks)
-        out_of_range.fetch_add(1);
-    }
-  });
+  for (int r = 0; r < 2; ++r)
+    ts.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const std::size_t f = c->free_block_count();
+        const double u = c->utilization();
+        if (f > kBlocks || c->used_block_count() > kBlocks || !(u >= 0.0 && u <= 1.0) ||
+            c->stats().peak_blocks_used > kBlocks)
+          out_of_range.fetch_add(1);
+      }
+    });
   for (int t = 0; t < kWriters; ++t) ts[t].join();
   stop.store(true);
   for (std::size_t t = kWriters; t < ts.size(); ++t) ts[t].join();

@@ -23,10 +23,10 @@
 #pragma once
 
 #include <array>
-#include <mutex>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 
