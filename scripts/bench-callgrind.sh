@@ -44,6 +44,12 @@ for impl in pkv_batch pkv_affine_batch seed_mutex_batch; do  # the decode-step A
   workloads+=("BM_decode_step/$impl:3000" "BM_mixed_scheduler/$impl:3000")
 done
 workloads+=("BM_beam_fork/pkv_many:3000")  # fork_many / free_many
+# Prefix caching (~1e4-1e5 instructions per allocate + free of a 2,048-token prompt).
+for impl in pkv vllm_mutex; do
+  for w in prefix_hit prefix_churn match_prefix; do
+    for h in xxh3_128 sha256; do workloads+=("BM_$w/$h/$impl:300"); done
+  done
+done
 
 printf 'name\tinstructions\titems\tinstructions_per_item\n' > "$tmp/out.tsv"
 for entry in "${workloads[@]}"; do

@@ -11,11 +11,12 @@
 
 #include "cache/placement.hpp"
 #include "cache/prefix_cache.hpp"
-#include "cache/shard.hpp"
 #include "cache/refcounts.hpp"
 #include "cache/seq_map.hpp"
+#include "cache/shard.hpp"
 #include "cache/streaming_llm.hpp"
 #include "cache/victim_index.hpp"
+#include "pkv/block_hash.hpp"
 
 namespace {
 
@@ -205,9 +206,8 @@ TEST(Shard, st_validator_reports_broken_invariants) {
   ASSERT_TRUE(pool.acquire(1, in.blocks));
   in.blocks.erase(in.blocks.begin());
   EXPECT_EQ(sh.validate_locked(home, placement, 16, pool, nullptr), "");
-  auto released = sh.take_locked(sh.map.find(id), [&](std::span<const pkv::BlockId> ids, bool) {
-    (void)pool.release(ids);
-  });
+  auto released = sh.take_locked(
+      sh.map.find(id), [&](std::span<const pkv::BlockId> ids, bool) { (void)pool.release(ids); });
   EXPECT_EQ(released.size(), 1u);
   EXPECT_EQ(pool.free_count(), 16u);
   EXPECT_EQ(occupancy.load(), 0u);
@@ -231,12 +231,13 @@ TEST(PrefixCache, st_verify_tokens_turns_a_digest_collision_into_a_miss) {
     EXPECT_TRUE(pc.peek(h, stored));
     EXPECT_EQ(pc.peek(h, other), !verify);
     const auto hit = pc.try_hit(h, other);
-    EXPECT_EQ(hit.has_value(), !verify);
+    EXPECT_EQ(static_cast<bool>(hit), !verify);
+    EXPECT_EQ(hit.revived, 0u);  // held by its publisher: not reclaimable
     EXPECT_EQ(pc.stats().verify_failures, verify ? 1u : 0u);
     EXPECT_EQ(pc.holders(b), verify ? 1u : 2u);
     const auto hit2 = pc.try_hit(h, stored);
-    ASSERT_TRUE(hit2.has_value());
-    EXPECT_EQ(*hit2, b);
+    ASSERT_TRUE(hit2);
+    EXPECT_EQ(hit2.block, b.value);
   }
 }
 
@@ -253,13 +254,20 @@ TEST(PrefixCache, mt_a_block_is_revived_or_reclaimed_never_both) {
     pc.adopt(b);
     ASSERT_TRUE(pc.publish(b, h, toks));
     ASSERT_FALSE(pc.release(b));  // reclaimable now
-    std::optional<pkv::BlockId> hit, taken;
-    std::thread t1([&] { hit = pc.try_hit(h, toks); });
+    pkv::detail::PrefixCache::Hit hit;
+    std::optional<pkv::BlockId> taken;
+    std::thread t1([&] {
+      hit = pc.try_hit(h, toks);
+      pc.note_revived(hit.revived);
+    });
     std::thread t2([&] { taken = pc.reclaim(true); });
     t1.join();
     t2.join();
-    both += hit.has_value() && taken.has_value();
-    neither += !hit.has_value() && !taken.has_value();
+    both += hit && taken.has_value();
+    neither += !hit && !taken.has_value();
+    if (hit) {
+      EXPECT_EQ(hit.revived, 1u);
+    }
     // Put the block back to "held once, unfindable" whichever way it went.
     if (hit) {
       // Revived: still findable; reclaim it for the next round.
@@ -272,6 +280,44 @@ TEST(PrefixCache, mt_a_block_is_revived_or_reclaimed_never_both) {
   EXPECT_EQ(neither, 0);
   EXPECT_EQ(pc.validate_unsafe(), "");
   EXPECT_EQ(pc.stats().reclaimed, 2000u);  // every round ends with the block reclaimed once
+}
+
+// release_tail_first = release() of each block from the last to the first: the same states, the
+// same reclaim order (tail first, also across its chunks of kReleaseChunk), plain blocks handed
+// back, held ones untouched, and the reclaimable count exact afterwards.
+TEST(PrefixCache, st_release_tail_first_is_release_of_each_block_from_the_tail) {
+  constexpr std::uint32_t kN = 150;  // more than two chunks of reclaimable blocks
+  pkv::PrefixCachingOptions o;
+  pkv::detail::PrefixCache pc(kN, 2, o);
+  std::vector<pkv::BlockId> table;
+  for (std::uint32_t i = 0; i < kN; ++i) {
+    const pkv::BlockId b{i};
+    pc.adopt(b);
+    table.push_back(b);
+    if (i % 10 == 9) continue;  // every tenth stays unpublished: plain free when released
+    const std::vector<pkv::TokenId> toks{i, i + 1};
+    const pkv::BlockHash h = pkv::chain_hash(pkv::BlockHash{}, toks, pkv::HashAlgorithm::xxh3_128);
+    ASSERT_TRUE(pc.publish(b, h, toks));
+  }
+  pc.retain(pkv::BlockId{7});  // a second holder: the release leaves it held
+  std::vector<std::uint32_t> to_pool;
+  pc.release_tail_first(table, [&](pkv::BlockId b) { to_pool.push_back(b.value); });
+  std::vector<std::uint32_t> want_pool;
+  for (std::uint32_t i = kN; i-- > 0;)
+    if (i % 10 == 9) want_pool.push_back(i);
+  EXPECT_EQ(to_pool, want_pool);
+  EXPECT_EQ(pc.holders(pkv::BlockId{7}), 1u);
+  const std::size_t reclaimable = kN - kN / 10 - 1;
+  EXPECT_EQ(pc.reclaimable(), reclaimable);
+  EXPECT_EQ(pc.validate_unsafe(), "");
+  // Reclaimed deepest first: 149 is plain, so 148, 147, ... skipping the plain ones and 7.
+  std::vector<std::uint32_t> order;
+  while (const auto b = pc.reclaim(true)) order.push_back(b->value);
+  std::vector<std::uint32_t> want_order;
+  for (std::uint32_t i = kN; i-- > 0;)
+    if (i % 10 != 9 && i != 7) want_order.push_back(i);
+  EXPECT_EQ(order, want_order);
+  EXPECT_EQ(pc.reclaimable(), 0u);
 }
 
 // ---- the fold of free_many (refcounts.hpp) ------------------------------------------------------

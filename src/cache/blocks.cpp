@@ -84,9 +84,7 @@ void PagedKvCache::Impl::release_blocks(std::span<const BlockId> ids, bool manag
   }
   // Tail first: the deepest block of a chain becomes reclaimable (and is reclaimed) before its
   // parents, so a cached prefix shrinks from its end.
-  detail::PrefixCache& pc = *prefix_or_null();
-  for (std::size_t i = ids.size(); i-- > 0;)
-    if (pc.release(ids[i])) (void)pool.release(ids[i]);
+  prefix_or_null()->release_tail_first(ids, [this](BlockId b) { (void)pool.release(b); });
 }
 
 }  // namespace pkv

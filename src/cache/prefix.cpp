@@ -79,11 +79,14 @@ Result<std::size_t> PagedKvCache::allocate(SeqId seq, std::span<const TokenId> p
     Entry e(seq);
     e.blocks.reserve(nb);
     // The longest cached prefix: one CAS per hit block, no lock.
+    std::size_t revived = 0;
     for (; hit < max_hit; ++hit) {
-      const std::optional<BlockId> b = pc.try_hit(hashes[hit], prompt.subspan(hit * bs, bs));
+      const detail::PrefixCache::Hit b = pc.try_hit(hashes[hit], prompt.subspan(hit * bs, bs));
       if (!b) break;
-      e.blocks.push_back(*b);
+      e.blocks.push_back(BlockId{b.block});
+      revived += b.revived;
     }
+    pc.note_revived(revived);
     if (Result<void> r = m.acquire_blocks(nb - hit, e.blocks, true); !r) {
       // All or nothing: the revived blocks go back as they were (reclaimable again if no one
       // else holds them).
@@ -137,8 +140,7 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::span<const To
 }
 
 Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,
-                                        std::span<const TokenId> tokens,
-                                        AppendBatchOutcome& out) {
+                                        std::span<const TokenId> tokens, AppendBatchOutcome& out) {
   if (tokens.size() != seqs.size()) {
     out.clear();
     return Error::invalid_argument("append_batch: " + std::to_string(seqs.size()) +

@@ -33,27 +33,43 @@ void PrefixCache::adopt(BlockId b) noexcept {
   m.state.store(gen | kManaged | 1, std::memory_order_relaxed);
 }
 
-bool PrefixCache::release(BlockId b) {
+PrefixCache::Drop PrefixCache::drop(BlockId b, std::uint32_t* epoch) {
   BlockMeta& m = meta_[b.value];
   // acq_rel: a drop orders this holder's use of the block before whatever the last dropper (or a
   // reclaimer, after the CAS that takes it) does next.
   const std::uint64_t before = m.state.fetch_sub(1, std::memory_order_acq_rel);
   PKV_ASSERT((before & kHolders) != 0 && (before & kManaged) != 0);
-  if ((before & kHolders) != 1) return false;
+  if ((before & kHolders) != 1) return Drop::held;
   const std::uint64_t after = before - 1;
   if ((after & kFindable) == 0) {
     // Not findable and no holder: nobody else can reach it (hits need the findable bit). Back to
     // the pool, unmanaged; the generation stays.
     m.state.store(after & ~(kGenOne - 1), std::memory_order_relaxed);
-    return true;
+    return Drop::plain;
   }
-  // Reclaimable. (A hit may already have revived it: then this queue entry is stale and skipped.)
-  const std::uint32_t epoch = m.release_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
-  reclaimable_.fetch_add(1, std::memory_order_relaxed);
+  // Reclaimable. (A hit may revive it before it is queued, or after: then its queue entry is
+  // stale, and skipped when popped.) relaxed: the epoch is read under queue_mu_, after the
+  // enqueue that follows this in the same thread.
+  *epoch = m.release_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+  return Drop::reclaimable;
+}
+
+void PrefixCache::enqueue(const QueueEntry* entries, std::size_t n) {
+  // relaxed: a figure, and a hint for allocators (exact when no call is in flight).
+  reclaimable_.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
   std::lock_guard<std::mutex> g(queue_mu_);
-  queue_.emplace_back(b.value, epoch);
+  queue_.insert(queue_.end(), entries, entries + n);
   if (queue_.size() > 2 * num_blocks_ + 64) compact_queue_locked();
-  return false;
+}
+
+bool PrefixCache::release(BlockId b) {
+  std::uint32_t epoch = 0;
+  const Drop d = drop(b, &epoch);
+  if (d == Drop::reclaimable) {
+    const QueueEntry e{b.value, epoch};
+    enqueue(&e, 1);
+  }
+  return d == Drop::plain;
 }
 
 bool PrefixCache::hash_equals(const BlockMeta& m, const BlockHash& h) const noexcept {
@@ -86,9 +102,9 @@ bool PrefixCache::index_find(const IndexShard& sh, std::uint64_t key, Visit&& vi
   return false;
 }
 
-std::optional<BlockId> PrefixCache::try_hit(const BlockHash& h, std::span<const TokenId> tokens) {
+PrefixCache::Hit PrefixCache::try_hit(const BlockHash& h, std::span<const TokenId> tokens) {
   const std::uint64_t key = key_of(h);
-  std::optional<BlockId> hit;
+  Hit hit;
   index_find(shard_of(key), key, [&](std::uint64_t value) {
     const std::uint32_t block = static_cast<std::uint32_t>(value);
     if (block >= num_blocks_) return false;
@@ -105,8 +121,8 @@ std::optional<BlockId> PrefixCache::try_hit(const BlockHash& h, std::span<const 
       // content, written before it was published, is visible to this holder).
       if (m.state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                         std::memory_order_acquire)) {
-        if ((s & kHolders) == 0) reclaimable_.fetch_sub(1, std::memory_order_relaxed);  // revived
-        hit = BlockId{block};
+        hit.block = block;
+        hit.revived = (s & kHolders) == 0 ? 1 : 0;  // the caller's note_revived counts it
         return true;
       }
     }
@@ -171,7 +187,7 @@ bool PrefixCache::publish(BlockId b, const BlockHash& h, std::span<const TokenId
     }
     return false;
   }
-  findable_.fetch_add(1, std::memory_order_relaxed);   // relaxed: figures
+  findable_.fetch_add(1, std::memory_order_relaxed);  // relaxed: figures
   published_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -221,7 +237,8 @@ std::optional<BlockId> PrefixCache::reclaim(bool managed) {
         std::uint64_t next = ((s & ~(kGenOne - 1)) + kGenOne) | (managed ? (kManaged | 1) : 0);
         // The stale_hash mutation (scripts/mutation-check.sh): the block keeps its findable bit
         // and generation, so its old index entry still finds it; the checks must fail.
-        if (PKV_MUTATION_STALE_HASH) next = (s & ~kHolders & ~kManaged) | (next & (kManaged | kHolders));
+        if (PKV_MUTATION_STALE_HASH)
+          next = (s & ~kHolders & ~kManaged) | (next & (kManaged | kHolders));
         if (m.state.compare_exchange_weak(s, next, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
           taken = true;

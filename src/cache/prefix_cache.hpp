@@ -92,6 +92,12 @@ class PrefixCache {
   /// Drops one holder. Returns true when the block leaves the cache (it was not findable): the
   /// caller returns it to the pool. A findable block whose last holder leaves becomes reclaimable.
   bool release(BlockId b);
+  /// release() of each of `ids`, from the last to the first (a sequence's table, tail first, so
+  /// the deepest block of a chain is reclaimed before its parents). Blocks that leave the cache go
+  /// to to_pool(BlockId); the ones that become reclaimable are queued kReleaseChunk at a time,
+  /// with one lock of the queue and one update of the reclaimable count per chunk.
+  template <class ToPool>
+  void release_tail_first(std::span<const BlockId> ids, ToPool&& to_pool);
   std::uint64_t holders(BlockId b) const noexcept {
     return meta_[b.value].state.load(std::memory_order_relaxed) & kHolders;
   }
@@ -104,9 +110,21 @@ class PrefixCache {
 
   // ---- lookups (lock-free) ----
 
+  /// What try_hit found: `block` (kNoBlock on a miss), and whether it was reclaimable (revived).
+  struct Hit {
+    static constexpr std::uint32_t kNoBlock = ~std::uint32_t{0};
+    std::uint32_t block = kNoBlock;
+    std::uint32_t revived = 0;
+    explicit operator bool() const noexcept { return block != kNoBlock; }
+  };
   /// A hit: a findable block with hash `h` (and, with verify_tokens, these tokens), held once more
-  /// (revived if it was reclaimable). nullopt on a miss.
-  std::optional<BlockId> try_hit(const BlockHash& h, std::span<const TokenId> tokens);
+  /// (revived if it was reclaimable). The caller reports the revived blocks of its hits with one
+  /// note_revived(n) after its lookups (one counter update per allocation, not per block).
+  Hit try_hit(const BlockHash& h, std::span<const TokenId> tokens);
+  /// `n` reclaimable blocks were revived by try_hit: they no longer count as reclaimable.
+  void note_revived(std::size_t n) noexcept {
+    if (n != 0) reclaimable_.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+  }
   /// Whether try_hit would hit now, with no effect.
   bool peek(const BlockHash& h, std::span<const TokenId> tokens) const {
     return peek_holders(h, tokens).has_value();
@@ -152,7 +170,7 @@ class PrefixCache {
  private:
   struct alignas(64) BlockMeta {
     std::atomic<std::uint64_t> state{0};
-    std::atomic<std::uint32_t> release_epoch{0};  // bumped when the block becomes reclaimable
+    std::atomic<std::uint32_t> release_epoch{0};       // bumped when the block becomes reclaimable
     std::array<std::atomic<std::uint64_t>, 4> hash{};  // release stores, acquire loads
   };
   // An index slot: key 0 = empty, 1 = deleted; a real key is the hash's first word, mapped to
@@ -165,8 +183,8 @@ class PrefixCache {
   static constexpr std::uint64_t kDeleted = 1;
   static constexpr std::size_t kIndexShards = 64;
   struct alignas(kCacheLine) IndexShard {
-    BasicSpinLock<std::atomic> mu;        // writers only
-    std::unique_ptr<Slot[]> slots;        // fixed capacity
+    BasicSpinLock<std::atomic> mu;  // writers only
+    std::unique_ptr<Slot[]> slots;  // fixed capacity
     std::size_t mask = 0;
     std::size_t used = 0;  // guarded by mu: non-empty slots (live + deleted)
     std::size_t live = 0;  // guarded by mu
@@ -192,6 +210,14 @@ class PrefixCache {
   // After the CAS that made `b` unfindable (old_state: the word before it): its index entry
   // removed and the counters updated (reclaim, reset).
   void forget(BlockId b, std::uint64_t old_state);
+  // release() in two steps. drop() takes one holder away and says what the block became;
+  // `reclaimable`: *epoch is its new release epoch, and the caller must enqueue() it.
+  enum class Drop { held, plain, reclaimable };
+  Drop drop(BlockId b, std::uint32_t* epoch);
+  using QueueEntry = std::pair<std::uint32_t, std::uint32_t>;  // {block, release epoch}
+  static constexpr std::size_t kReleaseChunk = 64;
+  // Counts n newly reclaimable blocks and appends their entries to the queue, in order.
+  void enqueue(const QueueEntry* entries, std::size_t n);
   // Whether a queue entry still names a reclaimable block released at that epoch.
   bool queue_entry_live(std::uint32_t block, std::uint32_t epoch) const noexcept;
   // Drops stale entries (caller holds queue_mu_). Run when the queue outgrows 2 x num_blocks, so
@@ -208,7 +234,7 @@ class PrefixCache {
   // Reclaimable blocks in release order {block, release_epoch}; entries whose block was revived
   // or reclaimed since (state or epoch differ) are skipped when popped.
   alignas(kCacheLine) std::mutex queue_mu_;
-  std::deque<std::pair<std::uint32_t, std::uint32_t>> queue_;  // guarded by queue_mu_
+  std::deque<QueueEntry> queue_;  // guarded by queue_mu_
 
   // Signed: a transition out of a state may be counted before the transition into it.
   alignas(kCacheLine) std::atomic<std::int64_t> reclaimable_{0};
@@ -220,6 +246,30 @@ class PrefixCache {
   std::atomic<std::uint64_t> reclaimed_{0};
   mutable std::atomic<std::uint64_t> verify_failures_{0};
 };
+
+template <class ToPool>
+void PrefixCache::release_tail_first(std::span<const BlockId> ids, ToPool&& to_pool) {
+  std::array<QueueEntry, kReleaseChunk> chunk;
+  std::size_t n = 0;
+  for (std::size_t i = ids.size(); i-- > 0;) {
+    std::uint32_t epoch = 0;
+    switch (drop(ids[i], &epoch)) {
+      case Drop::held:
+        break;
+      case Drop::plain:
+        to_pool(ids[i]);
+        break;
+      case Drop::reclaimable:
+        chunk[n++] = {ids[i].value, epoch};
+        if (n == chunk.size()) {
+          enqueue(chunk.data(), n);
+          n = 0;
+        }
+        break;
+    }
+  }
+  if (n != 0) enqueue(chunk.data(), n);
+}
 
 template <class ToPool>
 void PrefixCache::reset(ToPool&& to_pool) {
