@@ -89,7 +89,8 @@
 //   held by no sequence; counted in free_block_count()) -> revived by a hit, or reclaimed (taken
 //   for other data, and no longer findable under its old hash). New blocks come from plain free
 //   blocks first; reclaimable ones are taken only when none is left, least recently released first,
-//   and a sequence's blocks are released tail first. No stranding: allocating k blocks succeeds
+//   and a sequence's blocks are released tail first (its held copy sources, hold_copy_sources,
+//   before them). No stranding: allocating k blocks succeeds
 //   whenever plain free + reclaimable >= k.
 //     free_block_count() == plain free + reclaimable,  used + free == total_blocks()
 //   Different salts never share a block. With verify_tokens a hit also compares the stored token

@@ -31,6 +31,7 @@
 //                      not pinned and holds no pending copy source.
 //   free(s)            s missing [sequence_not_found]; each block (and pending source) loses a
 //                      reference and returns to the free list at 0. Pinned sequences too.
+//                      Token mode: pending sources first (last first), then the table tail first.
 //   fork_many(src, ds) errors in this order, each changing nothing: some d == src [fork's
 //                      invalid_operation]; an id twice in ds [invalid_argument]; the first d that
 //                      exists [fork's invalid_operation]; src missing [sequence_not_found]. Empty
@@ -328,8 +329,12 @@ class ReferenceModel {
   Result<void> free(SeqId s) {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
+    // As Shard::take_locked: the held copy sources (last first), then the table tail first. A
+    // copy source is a replaced last block, content the sequence no longer refers to, so it is
+    // reclaimed before the blocks of its table.
+    const std::vector<std::uint32_t>& pending = it->second.pending;
+    for (std::size_t i = pending.size(); i-- > 0;) drop(pending[i]);
     drop_all(it->second.blocks, it->second.token_mode);
-    for (std::uint32_t b : it->second.pending) drop(b);
     seqs_.erase(it);
     return {};
   }
