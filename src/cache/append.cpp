@@ -154,11 +154,12 @@ Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,
   return {};
 }
 
-// Both append_batch forms: item i appends per_item[i] tokens (PerItem), or num_tokens. Two
-// instantiations, so the uniform form keeps its count loop-invariant.
-template <bool PerItem>
+// Separate instantiations, so the uniform form keeps its count loop-invariant and the count
+// forms carry nothing of the token-id form.
+template <bool PerItem, bool WithIds>
 void PagedKvCache::Impl::append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
-                                      const std::size_t* per_item, AppendBatchOutcome& out) {
+                                      const std::size_t* per_item, AppendBatchOutcome& out,
+                                      const TokenId* ids) {
   out.clear();
   // Room for every item's copy or error before any item changes anything: no allocation, so no
   // exception, after the first item (a CopyOp lost that way would leave a block uncopied).
@@ -196,10 +197,15 @@ void PagedKvCache::Impl::append_items(std::span<const SeqId> seqs, std::size_t n
       if (e == nullptr) {
         err.emplace(Error::sequence_not_found(seq));
       } else {
-        if (append_fast(sh, *e, block_size, n, base + i + 1)) {
+        if (append_fast(sh, *e, block_size, n, base + i + 1)) {  // never a token-mode entry
           step = AppendStep::appended;
-        } else if (e->token_mode) {
+        } else if (e->token_mode && !WithIds) {
           err.emplace(appended_by_count(seq));
+        } else if constexpr (WithIds) {
+          const std::uint64_t held = e->num_tokens;
+          step = append_locked(sh, *e, n, base + i + 1, &took, &copy, &err);
+          if (e->token_mode && step != AppendStep::failed)
+            record_appended(*e, std::span<const TokenId>(ids + i, 1), held);
         } else {
           step = append_locked(sh, *e, n, base + i + 1, &took, &copy, &err);
         }
@@ -216,5 +222,10 @@ void PagedKvCache::Impl::append_items(std::span<const SeqId> seqs, std::size_t n
   }
   if (took) note_peak();
 }
+
+// The token-id form of append_batch (prefix.cpp) calls the uniform one.
+template void PagedKvCache::Impl::append_items<false, true>(std::span<const SeqId>, std::size_t,
+                                                            const std::size_t*, AppendBatchOutcome&,
+                                                            const TokenId*);
 
 }  // namespace pkv

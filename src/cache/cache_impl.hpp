@@ -174,9 +174,16 @@ struct PagedKvCache::Impl {
   detail::AppendStep append_locked(detail::Shard& sh, detail::Entry& e, std::size_t num_tokens,
                                    std::uint64_t stamp, bool* took, CopyOp* copy,
                                    std::optional<Error>* err);
-  template <bool PerItem>
+  // Every append_batch form: item i appends per_item[i] tokens (PerItem) or num_tokens; with
+  // ids (WithIds: the token-id form, one token per item) a token-mode item records ids[i]
+  // (record_appended), and without, a token-mode item is an error.
+  template <bool PerItem, bool WithIds = false>
   void append_items(std::span<const SeqId> seqs, std::size_t num_tokens,
-                    const std::size_t* per_item, AppendBatchOutcome& out);
+                    const std::size_t* per_item, AppendBatchOutcome& out,
+                    const TokenId* ids = nullptr);
+  // prefix.cpp: after a token-mode entry appended `ids` (its shard lock held): records them and
+  // publishes the full blocks among the `held` tokens it had before the append.
+  void record_appended(detail::Entry& e, std::span<const TokenId> ids, std::uint64_t held);
 };
 
 }  // namespace pkv

@@ -129,10 +129,7 @@ Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::span<const To
     if (e == nullptr) return Error::sequence_not_found(seq);
     const std::uint64_t held = e->num_tokens;
     step = m.append_locked(sh, *e, tokens.size(), m.tick(), &took, &copy, &err);
-    if (step != AppendStep::failed && e->token_mode) {
-      if (e->publishing) e->tokens.insert(e->tokens.end(), tokens.begin(), tokens.end());
-      publish_committed(*pc, *e, held, block_size_);
-    }
+    if (step != AppendStep::failed && e->token_mode) m.record_appended(*e, tokens, held);
     PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
   }
   if (took) m.note_peak();
@@ -148,48 +145,18 @@ Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,
                                    " token ids");
   }
   Impl& m = *impl_;
-  PrefixCache* pc = m.prefix_or_null();
-  if (!m.prefix_options.enabled || pc == nullptr) {
-    append_batch(seqs, 1, out);
+  if (!m.prefix_options.enabled || m.prefix_or_null() == nullptr) {
+    append_batch(seqs, 1, out);  // no sequence is in token mode
     return {};
   }
-  out.clear();
-  out.copies.reserve(seqs.size());  // no allocation after the first item (see append_items)
-  out.errors.reserve(seqs.size());
-  out.items = seqs.size();
-  if (seqs.empty()) return {};
-  // One clock update for the whole batch, as append_batch's count forms.
-  const std::uint64_t base = m.clock.fetch_add(seqs.size(), std::memory_order_relaxed);
-  bool took = false;
-  for (std::size_t i = 0; i < seqs.size(); ++i) {
-    const std::size_t hash = std::hash<SeqId>{}(seqs[i]);
-    Shard& sh = m.shard_at(seqs[i], hash);
-    std::optional<Error> err;
-    CopyOp copy;
-    AppendStep step = AppendStep::failed;
-    {
-      std::lock_guard<ShardLock> g(sh.mu);
-      Entry* e = sh.map.find_entry(seqs[i], hash);
-      if (e == nullptr) {
-        err.emplace(Error::sequence_not_found(seqs[i]));
-      } else {
-        const std::uint64_t held = e->num_tokens;
-        step = m.append_locked(sh, *e, 1, base + i + 1, &took, &copy, &err);
-        if (step != AppendStep::failed && e->token_mode) {
-          if (e->publishing) e->tokens.push_back(tokens[i]);
-          publish_committed(*pc, *e, held, block_size_);
-        }
-      }
-      PKV_ASSERT_EXPENSIVE(m.validate_shard(sh));
-    }
-    if (step == AppendStep::copied) {
-      out.copies.push_back({i, copy});
-    } else if (step == AppendStep::failed) {
-      out.errors.push_back({i, std::move(*err)});
-    }
-  }
-  if (took) m.note_peak();
+  m.append_items<false, true>(seqs, 1, nullptr, out, tokens.data());
   return {};
+}
+
+void PagedKvCache::Impl::record_appended(Entry& e, std::span<const TokenId> ids,
+                                         std::uint64_t held) {
+  if (e.publishing) e.tokens.insert(e.tokens.end(), ids.begin(), ids.end());
+  publish_committed(*prefix_or_null(), e, held, block_size);
 }
 
 Result<std::size_t> PagedKvCache::commit(SeqId seq, std::size_t num_tokens) {
