@@ -1,14 +1,18 @@
-// src/block_pool_impl.hpp — BasicBlockPool's definitions (internal, never installed).
+// src/block_pool_impl.hpp — BasicBlockPool's definitions (internal, never installed): the
+// configuration checks, construction, the magazine slots, acquire (fast path and the
+// no-stranding slow path), retain and release. Its parts by concern:
+//   pool/node_stack.hpp   the lock-free stacks of magazine nodes (ABA tag, node budget, ordering)
+//   pool/stats.hpp        the per-slot striped counters and free_count()
+//   pool/validate.hpp     validate_unsafe(), the full structural check
 //
 // Included by src/block_pool.cpp, which instantiates BasicBlockPool<std::atomic> once for the
-// library, and by the deterministic-schedule tests, which instantiate it with their own atomic.
-// The contract is in pkv/block_pool.hpp.
+// library, by src/cache/ (so the pool's calls inline there), and by the deterministic-schedule
+// tests, which instantiate it with their own atomic. The contract is in pkv/block_pool.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cassert>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,14 +21,13 @@
 #include "config.hpp"
 #include "pkv/block_pool.hpp"
 #include "pkv/detail/thread_index.hpp"
+#include "pool/node_stack.hpp"
+#include "pool/stats.hpp"
+#include "pool/validate.hpp"
 
 namespace pkv {
 
 namespace detail {
-
-// What a CAS on a shared stack's head adds to its ABA tag: 1, or 0 in the aba mutation build
-// (scripts/mutation-check.sh shows the deterministic-schedule test then fails).
-inline constexpr std::uint32_t kTagStep = PKV_MUTATION_ABA ? 0u : 1u;
 
 inline std::optional<Error> pool_config_error(std::size_t num_blocks, std::size_t magazine_size,
                                               std::size_t slot_magazines) {
@@ -80,18 +83,7 @@ Result<std::unique_ptr<BasicBlockPool<Atom>>> BasicBlockPool<Atom>::create(std::
   return std::make_unique<BasicBlockPool>(num_blocks, options);
 }
 
-// Node budget (batch_ > 1). A node is on `full` (holding 1..batch_ free ids), on `empty`, or held
-// by a thread inside a call; a thread holds at most one node at a time, and only while it holds
-// its slot lock (the slow path, which holds every slot lock, takes the whole `full` stack and
-// retires those nodes before it needs a spare one). Every node on `full` holds exactly batch_
-// ids except partial ones, which are made only by a push of ids that are not a multiple of
-// batch_: the initial fill and a slow path (each leaves at most one, and the slow path first takes
-// every node) and a failed refill's give-back (at most one per thread, which then runs the slow
-// path before its call returns). So at any instant
-//     nodes holding ids <= capacity / batch_ + 1 + kSlots (partials)
-//     nodes held        <= kSlots
-// and num_nodes_ = ceil(capacity / batch_) + 2 * kSlots + 2 leaves `empty` never empty when a
-// thread needs a node. With batch_ == 1, node b always holds block b and is never retired.
+// num_nodes_ follows the node budget in pool/node_stack.hpp.
 template <template <class> class Atom>
 BasicBlockPool<Atom>::BasicBlockPool(std::size_t num_blocks, Options options)
     : capacity_(num_blocks),
@@ -142,238 +134,6 @@ void BasicBlockPool<Atom>::lock(Slot& s) noexcept {
 template <template <class> class Atom>
 void BasicBlockPool<Atom>::unlock(Slot& s) noexcept {
   s.lock.unlock();  // publishes items/count to the next holder (release)
-}
-
-// ---- nodes and the two stacks ----
-//
-// A node's link changes only while the node is off its stack (its holder relinks it before a
-// push), and every head change bumps the tag, so an unchanged head word means an unchanged stack:
-// links read from a head that a CAS then confirms were a consistent snapshot, even though the
-// loads were relaxed and raced with holders relinking. A node's data (count, ids) is plain memory:
-// only its holder reads or writes it, ordered by the release push / acquire pop that passed it on.
-
-template <template <class> class Atom>
-template <class Next>
-bool BasicBlockPool<Atom>::update_head(Atom<std::uint64_t>& head, std::memory_order success,
-                                       Next&& next) noexcept {
-#if PKV_DEBUG_LOCKED_FREELIST
-  (void)success;
-  std::lock_guard<detail::BasicSpinLock<Atom>> g(shared_.lock);  // orders every stack user
-  const std::uint64_t h = head.load(std::memory_order_relaxed);
-  const std::optional<std::uint64_t> n = next(h);
-  if (n) head.store(*n, std::memory_order_relaxed);
-  return n.has_value();
-#else
-  // acquire: the links and data of stacked nodes were written before the release CAS that
-  // pushed them, and every later head change is an RMW, so this load synchronises with them.
-  std::uint64_t h = head.load(std::memory_order_acquire);
-  for (;;) {
-    const std::optional<std::uint64_t> n = next(h);
-    if (!n) return false;
-    // acquire on failure: the reloaded head's links must be visible to the next attempt.
-    if (head.compare_exchange_weak(h, *n, success, std::memory_order_acquire)) return true;
-  }
-#endif
-}
-
-template <template <class> class Atom>
-std::uint32_t BasicBlockPool<Atom>::pop_node(Atom<std::uint64_t>& head) noexcept {
-  std::uint32_t top = kNil;
-  // acq_rel: we take the node (acquire its data) and continue the release sequence of earlier
-  // pushes for later poppers.
-  update_head(head, std::memory_order_acq_rel, [&](std::uint64_t h) {
-    top = index_of(h);
-    if (top == kNil) return std::optional<std::uint64_t>{};
-    // The one link read before the CAS; stale if another thread popped `top` meanwhile, and then
-    // the CAS fails (tag).
-    const std::uint32_t below = node_next_[top].load(std::memory_order_relaxed);
-    return std::optional<std::uint64_t>{pack(below, tag_of(h) + detail::kTagStep)};
-  });
-  return top;
-}
-
-template <template <class> class Atom>
-void BasicBlockPool<Atom>::push_nodes(Atom<std::uint64_t>& head, std::uint32_t first,
-                                      std::uint32_t last) noexcept {
-  // release: publishes the chain's links and data to whoever pops it.
-  update_head(head, std::memory_order_release, [&](std::uint64_t h) {
-    node_next_[last].store(index_of(h), std::memory_order_relaxed);  // released by the CAS
-    return std::optional<std::uint64_t>{pack(first, tag_of(h) + detail::kTagStep)};
-  });
-}
-
-template <template <class> class Atom>
-std::size_t BasicBlockPool<Atom>::pop_batch(std::uint32_t* out) noexcept {
-  const std::uint32_t node = pop_node(shared_.full);
-  if (node == kNil) return 0;
-  const std::uint32_t* d = node_data(node);
-  // Bounded by batch_ so a corrupted node (only possible in the ABA mutation build, where two
-  // threads may hold one node) cannot overrun `out`.
-  const std::size_t n = std::min<std::uint32_t>(d[0], batch_);
-  std::memcpy(out, d + 1, n * sizeof(std::uint32_t));
-  if (batch_ > 1) push_nodes(shared_.empty, node, node);
-  shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);  // a statistic
-  return n;
-}
-
-template <template <class> class Atom>
-std::size_t BasicBlockPool<Atom>::pop_exact(std::size_t n, std::uint32_t* out,
-                                            std::size_t* seen) noexcept {
-  assert(batch_ == 1 && "exact pops walk nodes of one block each");
-  for (;;) {
-    std::uint64_t snapshot = 0;
-    std::size_t len = 0;
-    // acq_rel: as pop_node.
-    const bool popped = update_head(shared_.full, std::memory_order_acq_rel, [&](std::uint64_t h) {
-      snapshot = h;
-      len = 0;
-      std::uint32_t cur = index_of(h);
-      // May read links of nodes popped meanwhile (stale, but always an index or kNil); the CAS
-      // then fails.
-      while (cur != kNil && len < n) {
-        out[len++] = cur;  // node b holds block b
-        cur = node_next_[cur].load(std::memory_order_relaxed);
-      }
-      if (len < n) return std::optional<std::uint64_t>{};
-      return std::optional<std::uint64_t>{pack(cur, tag_of(h) + detail::kTagStep)};
-    });
-    if (popped) {
-      shared_.count.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
-      return n;
-    }
-    // Too few. With the head still equal to the walked snapshot (tag included) no push or pop
-    // happened in between, so the stack held exactly `len` blocks at that instant.
-#if !PKV_DEBUG_LOCKED_FREELIST
-    if (shared_.full.load(std::memory_order_acquire) != snapshot) continue;
-#endif
-    if (seen != nullptr) *seen = len;
-    return 0;
-  }
-}
-
-template <template <class> class Atom>
-void BasicBlockPool<Atom>::push_batches(const std::uint32_t* ids, std::size_t n) noexcept {
-  if (n == 0) return;
-  std::uint32_t first = kNil;
-  std::uint32_t last = kNil;
-  if (batch_ == 1) {
-    // Node b is block b's: link the blocks' own nodes in order.
-    for (std::size_t i = 0; i + 1 < n; ++i)
-      node_next_[ids[i]].store(ids[i + 1], std::memory_order_relaxed);  // released by the push
-    first = ids[0];
-    last = ids[n - 1];
-  } else {
-    for (std::size_t start = 0; start < n; start += batch_) {
-      const std::uint32_t node = pop_node(shared_.empty);
-      if (node == kNil) [[unlikely]]
-        detail::assert_failed("spare pool nodes exhausted", "see the node budget", __FILE__,
-                              __LINE__);
-      std::uint32_t* d = node_data(node);
-      d[0] = static_cast<std::uint32_t>(std::min<std::size_t>(batch_, n - start));
-      std::memcpy(d + 1, ids + start, d[0] * sizeof(std::uint32_t));
-      if (last == kNil) {
-        first = node;
-      } else {
-        node_next_[last].store(node, std::memory_order_relaxed);  // released by the push
-      }
-      last = node;
-    }
-  }
-  push_nodes(shared_.full, first, last);
-  shared_.count.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);  // a statistic
-}
-
-template <template <class> class Atom>
-void BasicBlockPool<Atom>::take_all_shared(std::vector<std::uint32_t>& out) noexcept {
-  std::uint32_t top = kNil;
-  // acq_rel: we take every stacked node and must see their links and data (acquire).
-  update_head(shared_.full, std::memory_order_acq_rel, [&](std::uint64_t h) {
-    top = index_of(h);
-    if (top == kNil) return std::optional<std::uint64_t>{};
-    return std::optional<std::uint64_t>{pack(kNil, tag_of(h) + detail::kTagStep)};
-  });
-  // Ours now: links are stable. Bounded by the node count so a corrupted stack (only possible in
-  // the ABA mutation build) ends in a failed check instead of a hang.
-  std::size_t blocks = 0;
-  std::size_t nodes = 0;
-  std::uint32_t last = kNil;
-  for (std::uint32_t cur = top; cur != kNil && nodes < num_nodes_;
-       cur = node_next_[cur].load(std::memory_order_relaxed)) {
-    const std::uint32_t* d = node_data(cur);
-    const std::size_t c = std::min<std::uint32_t>(d[0], batch_);
-    out.insert(out.end(), d + 1, d + 1 + c);
-    blocks += c;
-    ++nodes;
-    last = cur;
-  }
-  if (batch_ > 1 && top != kNil) push_nodes(shared_.empty, top, last);  // the chain as it is
-  shared_.count.fetch_sub(static_cast<std::int64_t>(blocks), std::memory_order_relaxed);
-}
-
-// ---- statistics ----
-
-template <template <class> class Atom>
-void BasicBlockPool<Atom>::count_acquired(Slot* s, std::size_t n) noexcept {
-  if (s != nullptr) {
-    // Written only under the slot lock: load+store, no RMW; readers sum relaxed.
-    s->acquired.store(s->acquired.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  } else {
-    overflow_.acquired.fetch_add(n, std::memory_order_relaxed);  // shared by slot-less threads
-  }
-}
-
-template <template <class> class Atom>
-void BasicBlockPool<Atom>::count_released(Slot* s, std::size_t n) noexcept {
-  if (s != nullptr) {
-    s->released.store(s->released.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  } else {
-    overflow_.released.fetch_add(n, std::memory_order_relaxed);
-  }
-}
-
-template <template <class> class Atom>
-std::size_t BasicBlockPool<Atom>::free_count() const noexcept {
-  std::int64_t c = shared_.count.load(std::memory_order_relaxed);
-  if (slots_) {
-    // Slots at or above the high-water mark were never used by any thread: their count is 0.
-    const std::size_t used =
-        std::min<std::size_t>(kMaxCachedThreads, detail::thread_index_high_water());
-    for (std::size_t i = 0; i < used; ++i) c += slots_[i].count.load(std::memory_order_relaxed);
-    c += slots_[kMaxCachedThreads].count.load(std::memory_order_relaxed);  // the shared slot
-  }
-  if (c < 0) return 0;
-  return std::min(static_cast<std::size_t>(c), capacity_);
-}
-
-template <template <class> class Atom>
-template <class Counter>
-std::uint64_t BasicBlockPool<Atom>::sum_stripes(Counter Slot::*slot_counter,
-                                                const Counter& overflow) const noexcept {
-  std::uint64_t t = overflow.load(std::memory_order_relaxed);
-  if (slots_) {
-    for (std::size_t i = 0; i < kSlots; ++i)
-      t += (slots_[i].*slot_counter).load(std::memory_order_relaxed);
-  }
-  return t;
-}
-
-template <template <class> class Atom>
-std::uint64_t BasicBlockPool<Atom>::total_acquired() const noexcept {
-  return sum_stripes(&Slot::acquired, overflow_.acquired);
-}
-
-template <template <class> class Atom>
-std::uint64_t BasicBlockPool<Atom>::total_released() const noexcept {
-  return sum_stripes(&Slot::released, overflow_.released);
-}
-
-template <template <class> class Atom>
-std::uint32_t BasicBlockPool<Atom>::ref_count(BlockId id) const noexcept {
-  if (id.value >= capacity_) return 0;
-  // acquire: pairs with the acq_rel drops in release(). A caller that sees 1 and then writes the
-  // block in place (copy-on-write skipped) is ordered after everything the other holders did
-  // with the block before letting go of it.
-  return meta_[id.value].refs.load(std::memory_order_acquire);
 }
 
 // ---- acquire ----
@@ -559,6 +319,15 @@ Result<void> BasicBlockPool<Atom>::acquire_slow(std::size_t k, std::vector<Block
 // ---- retain / release ----
 
 template <template <class> class Atom>
+std::uint32_t BasicBlockPool<Atom>::ref_count(BlockId id) const noexcept {
+  if (id.value >= capacity_) return 0;
+  // acquire: pairs with the acq_rel drops in release(). A caller that sees 1 and then writes the
+  // block in place (copy-on-write skipped) is ordered after everything the other holders did
+  // with the block before letting go of it.
+  return meta_[id.value].refs.load(std::memory_order_acquire);
+}
+
+template <template <class> class Atom>
 Result<void> BasicBlockPool<Atom>::retain(BlockId id, std::uint32_t n) {
   if (id.value >= capacity_) return Error::block_not_found(id);
   Atom<std::uint32_t>& refs = meta_[id.value].refs;
@@ -718,75 +487,6 @@ Result<std::size_t> BasicBlockPool<Atom>::release(std::span<const BlockId> ids,
   put_free(freed.data(), n);
   if (bad) return *bad;
   return n;
-}
-
-// ---- validation ----
-
-template <template <class> class Atom>
-std::string BasicBlockPool<Atom>::validate_unsafe() const {
-  std::vector<std::uint8_t> seen(capacity_, 0);
-  std::size_t free_total = 0;
-  auto mark = [&](std::uint32_t id, const char* where) -> std::string {
-    if (id >= capacity_) return std::string("id out of range in ") + where;
-    if (seen[id]) return "B" + std::to_string(id) + " is free twice (" + where + ")";
-    seen[id] = 1;
-    if (meta_[id].refs.load(std::memory_order_relaxed) != 0)
-      return "B" + std::to_string(id) + " is free but has references (" + where + ")";
-    ++free_total;
-    return {};
-  };
-  // `full`: nodes of 1..batch_ ids, at most one of them partial (see the node budget); `empty`:
-  // the other nodes (batch_ > 1), so no node is lost; with batch_ == 1, node b holds block b.
-  std::size_t listed = 0;
-  std::size_t nodes = 0;
-  std::size_t partial = 0;
-  for (std::uint32_t cur = index_of(shared_.full.load(std::memory_order_relaxed)); cur != kNil;
-       cur = node_next_[cur].load(std::memory_order_relaxed)) {
-    if (cur >= num_nodes_) return "node index out of range on the shared stack";
-    if (++nodes > num_nodes_) return "shared stack has a cycle";
-    const std::uint32_t* d = node_data(cur);
-    if (d[0] == 0 || d[0] > batch_)
-      return "node " + std::to_string(cur) + " on the shared stack holds " + std::to_string(d[0]) +
-             " ids";
-    if (batch_ == 1 && d[1] != cur) return "node " + std::to_string(cur) + " holds another block";
-    if (d[0] < batch_ && ++partial > 1) return "more than one partial node on the shared stack";
-    for (std::uint32_t j = 0; j < d[0]; ++j)
-      if (std::string e = mark(d[1 + j], "shared stack"); !e.empty()) return e;
-    listed += d[0];
-  }
-  if (batch_ > 1) {
-    for (std::uint32_t cur = index_of(shared_.empty.load(std::memory_order_relaxed)); cur != kNil;
-         cur = node_next_[cur].load(std::memory_order_relaxed)) {
-      if (cur >= num_nodes_) return "node index out of range on the spare stack";
-      if (++nodes > num_nodes_) return "spare stack has a cycle or shares nodes";
-    }
-    if (nodes != num_nodes_)
-      return std::to_string(num_nodes_ - nodes) + " pool nodes are on neither stack";
-  }
-  if (static_cast<std::int64_t>(listed) != shared_.count.load(std::memory_order_relaxed))
-    return "shared stack length " + std::to_string(listed) + " != its count " +
-           std::to_string(shared_.count.load(std::memory_order_relaxed));
-  if (slots_) {
-    for (std::size_t i = 0; i < kSlots; ++i) {
-      const Slot& s = slots_[i];
-      std::uint32_t c = s.count.load(std::memory_order_relaxed);
-      if (c > slot_cap_) return "slot " + std::to_string(i) + " over capacity";
-      for (std::uint32_t j = 0; j < c; ++j)
-        if (std::string e = mark(s.items[j], "magazine"); !e.empty()) return e;
-    }
-  }
-  std::size_t referenced = 0;
-  for (std::size_t i = 0; i < capacity_; ++i) {
-    std::uint32_t r = meta_[i].refs.load(std::memory_order_relaxed);
-    if (r == 0 && !seen[i]) return "B" + std::to_string(i) + " is lost: no references, not free";
-    if (r > 0) ++referenced;
-  }
-  if (free_total + referenced != capacity_) return "free + referenced != capacity";
-  if (free_total != free_count()) return "free_count() disagrees with the free structures";
-  if (total_acquired() - total_released() != referenced)
-    return "acquired - released (" + std::to_string(total_acquired() - total_released()) +
-           ") != referenced blocks (" + std::to_string(referenced) + ")";
-  return {};
 }
 
 }  // namespace pkv

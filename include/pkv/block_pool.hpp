@@ -15,7 +15,7 @@
 //     free ids. A thread refills its slot by popping one node and, when its slot is full, returns
 //     its oldest magazine as one node, so the shared structure moves B blocks per CAS and the only
 //     line read before that CAS is the node's link (no walk over blocks). Spare nodes wait on a
-//     second stack; there are always enough (the budget is in src/block_pool_impl.hpp). With
+//     second stack; there are always enough (the budget is in src/pool/node_stack.hpp). With
 //     magazine_size 0 there are no slots and node b holds block b: a Treiber list of blocks.
 //
 // Progress guarantee
@@ -243,7 +243,7 @@ class BasicBlockPool {
   void lock(Slot& s) noexcept;
   static void unlock(Slot& s) noexcept;
 
-  // ---- nodes and the two stacks (see block_pool_impl.hpp) ----
+  // ---- nodes and the two stacks (defined in src/pool/node_stack.hpp) ----
   std::uint32_t* node_data(std::uint32_t node) noexcept {  // [count, ids[batch_]]
     return node_data_.get() + static_cast<std::size_t>(node) * (batch_ + 1);
   }
@@ -291,7 +291,7 @@ class BasicBlockPool {
   const std::uint32_t slot_cap_;  // ids a slot holds at most: slot_magazines * magazine_
   std::unique_ptr<BlockMeta[]> meta_;
   // Nodes: with batch_ == 1 node b is block b's own (never retired); else enough spare nodes
-  // that the `empty` stack never runs dry (the bound is in block_pool_impl.hpp).
+  // that the `empty` stack never runs dry (the bound is in src/pool/node_stack.hpp).
   std::size_t num_nodes_ = 0;
   std::unique_ptr<Atom<std::uint32_t>[]> node_next_;  // stack link, valid while stacked
   std::unique_ptr<std::uint32_t[]> node_data_;        // per node: count, then ids
