@@ -11,6 +11,12 @@
 // Peak RSS: a fresh process (fork + exec of this binary) builds a 1M-block cache and fills it with
 // 100k sequences of 10 blocks (160 tokens) each; ru_maxrss of that child, and of a child that
 // builds nothing (the process floor), from wait4().
+// Prefix caching ("prefix": pkv with xxh3_128, the same with verify_tokens, and the vLLM-design
+// baseline), on a 100k-block cache of 16-token blocks, 2,000 distinct prompts of 16 full blocks:
+//   bytes_per_block             heap of the cache with its prefix structures built / blocks
+//   bytes_per_held_cached_block extra heap per findable block held by a sequence (allocated with
+//                               token ids and committed: table, token ids, hashes, index)
+//   bytes_per_reclaimable_block extra heap per findable block that no sequence holds (freed)
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -24,7 +30,9 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
+#include "baselines/prefix_baseline.hpp"
 #include "baselines/seed_mutex_cache.hpp"
 #include "pkv/pkv.hpp"
 
@@ -139,6 +147,54 @@ Heap measure_heap() {
   return h;
 }
 
+// ---- prefix caching ----------------------------------------------------------------------------
+
+constexpr std::size_t kPrefixBlocks = 100'000;
+constexpr std::size_t kPrefixSeqs = 2'000;
+constexpr std::size_t kPrefixBlocksEach = 16;
+
+struct PrefixHeap {
+  double per_block = 0;
+  double per_held_cached_block = 0;
+  double per_reclaimable_block = 0;
+};
+
+// Prompt i: 16 full blocks of ids no other prompt has, and one more token (so allocate's "last
+// token is computed" rule leaves all 16 full blocks publishable).
+std::vector<pkv::TokenId> prompt(std::size_t i) {
+  std::vector<pkv::TokenId> p(kPrefixBlocksEach * kBlockSize + 1);
+  for (std::size_t t = 0; t < p.size(); ++t) p[t] = static_cast<pkv::TokenId>(i * p.size() + t + 1);
+  return p;
+}
+
+template <class Cache, class Make>
+PrefixHeap measure_prefix(Make&& make_cache) {
+  PrefixHeap h;
+  const std::int64_t base = g_live.load();
+  auto c = make_cache();
+  // pkv builds its prefix structures on the first token-id allocation: count them as fixed.
+  const std::vector<pkv::TokenId> one{7};
+  if (!c->allocate(pkv::SeqId{999'999}, one, {}) || !c->free(pkv::SeqId{999'999})) std::exit(4);
+  const std::int64_t empty = g_live.load() - base;
+  for (std::size_t i = 0; i < kPrefixSeqs; ++i) {
+    const std::vector<pkv::TokenId> p = prompt(i);
+    const pkv::SeqId s{i + 1};
+    if (!c->allocate(s, p, {}) || !c->commit(s, p.size())) {
+      std::fprintf(stderr, "pkv-memory: prefix allocate/commit failed\n");
+      std::exit(1);
+    }
+  }
+  const std::int64_t held = g_live.load() - base - empty;
+  for (std::size_t i = 0; i < kPrefixSeqs; ++i)
+    if (!c->free(pkv::SeqId{i + 1})) std::exit(5);
+  const std::int64_t reclaimable = g_live.load() - base - empty;
+  const double cached = static_cast<double>(kPrefixSeqs * kPrefixBlocksEach);
+  h.per_block = static_cast<double>(empty) / static_cast<double>(kPrefixBlocks);
+  h.per_held_cached_block = static_cast<double>(held) / cached;
+  h.per_reclaimable_block = static_cast<double>(reclaimable) / cached;
+  return h;
+}
+
 template <class Cache>
 int rss_child() {
   auto c = make<Cache>(kBlocks);
@@ -182,6 +238,20 @@ int main(int argc, char** argv) {
   const long floor_kib = child_rss(self, "none");
   const long pkv_kib = child_rss(self, "pkv");
   const long seed_kib = child_rss(self, "seed_mutex");
+  auto make_pkv = [](bool verify) {
+    return [verify] {
+      pkv::PagedKvCache::Options o;
+      o.prefix.hash = pkv::HashAlgorithm::xxh3_128;
+      o.prefix.verify_tokens = verify;
+      return std::make_unique<pkv::PagedKvCache>(kPrefixBlocks, kBlockSize, 32, 128, o);
+    };
+  };
+  const PrefixHeap pp = measure_prefix<pkv::PagedKvCache>(make_pkv(false));
+  const PrefixHeap pv = measure_prefix<pkv::PagedKvCache>(make_pkv(true));
+  const PrefixHeap pb = measure_prefix<pkv::baseline::PrefixBaseline>([] {
+    return std::make_unique<pkv::baseline::PrefixBaseline>(kPrefixBlocks, kBlockSize,
+                                                           pkv::HashAlgorithm::xxh3_128);
+  });
   const Heap p = measure_heap<pkv::PagedKvCache>();
   const Heap s = measure_heap<pkv::baseline::SeedMutexCache>();
   std::printf("{\n");
@@ -194,10 +264,21 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 2; ++i) {
     std::printf(
         "  \"%s\": {\"bytes_per_block\": %.2f, \"bytes_per_used_block\": %.2f, "
-        "\"bytes_per_sequence\": %.2f, \"peak_rss_kib\": %ld}%s\n",
-        names[i], heaps[i]->per_block, heaps[i]->per_used_block, heaps[i]->per_sequence, rss[i],
-        i == 0 ? "," : "");
+        "\"bytes_per_sequence\": %.2f, \"peak_rss_kib\": %ld},\n",
+        names[i], heaps[i]->per_block, heaps[i]->per_used_block, heaps[i]->per_sequence, rss[i]);
   }
+  std::printf("  \"prefix\": {\"blocks\": %zu, \"cached_blocks\": %zu,\n", kPrefixBlocks,
+              kPrefixSeqs * kPrefixBlocksEach);
+  const PrefixHeap* ph[] = {&pp, &pv, &pb};
+  const char* pn[] = {"pkv", "pkv_verify_tokens", "vllm_mutex"};
+  for (int i = 0; i < 3; ++i) {
+    std::printf(
+        "    \"%s\": {\"bytes_per_block\": %.2f, \"bytes_per_held_cached_block\": %.2f, "
+        "\"bytes_per_reclaimable_block\": %.2f}%s\n",
+        pn[i], ph[i]->per_block, ph[i]->per_held_cached_block, ph[i]->per_reclaimable_block,
+        i < 2 ? "," : "");
+  }
+  std::printf("  }\n");
   std::printf("}\n");
   return 0;
 }

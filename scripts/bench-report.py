@@ -411,6 +411,24 @@ def main():
                          f"{m['bytes_per_sequence']:.1f} | {per10:.0f} | "
                          f"{m['peak_rss_kib'] / 1024:.1f} MiB |")
         lines.append("")
+        pm = mem.get("prefix")
+        if pm:
+            lines.append(
+                f"Prefix caching (xxh3_128): a {pm['blocks']:,}-block cache of 16-token blocks, "
+                f"{pm['cached_blocks']:,} findable blocks from distinct prompts, first held by "
+                f"their sequences (allocated with token ids, committed), then freed "
+                f"(reclaimable). vllm_mutex = the vLLM-design baseline (baselines/prefix_baseline).")
+            lines.append("")
+            lines.append("| impl | bytes per block (cache with prefix structures) | "
+                         "extra bytes per held cached block | extra bytes per reclaimable block |")
+            lines.append("| --- | --- | --- | --- |")
+            for i in ("pkv", "pkv_verify_tokens", "vllm_mutex"):
+                m = pm.get(i)
+                if m:
+                    lines.append(f"| {i} | {m['bytes_per_block']:.1f} | "
+                                 f"{m['bytes_per_held_cached_block']:.1f} | "
+                                 f"{m['bytes_per_reclaimable_block']:.1f} |")
+            lines.append("")
 
     if os.path.exists(args.plot) or shutil.which("gnuplot"):
         lines.append(f"![throughput vs threads]({os.path.basename(args.plot)})")
