@@ -5,8 +5,9 @@
 //   1. admit: pop waiting groups while the worker's share of --max-seqs and the watermark allow;
 //      restore() allocates the prompt (a recomputed group: the common prefix, then fork and an
 //      append of each sequence's own tokens).
-//   2. beams: each beam search picks the parents of its K new beams, frees the losers and forks
-//      the children.
+//   2. beams: each beam search picks the parents of its K new beams, frees the losers (one
+//      free_many) and forks the children (one fork_many per parent). On the seed baseline, which
+//      has neither call, fork and free per sequence, as its users do.
 //   3. decode: append_batch(every running sequence of the worker, 1): the step's CopyOps are
 //      counted and, with --verify, performed and the tokens written (verifier.hpp).
 //   4. per group, in order: items that found no free block are retried one by one, evicting by
@@ -51,10 +52,20 @@ concept TokenCache = requires(Cache& c, const Cache& cc, SeqId s, std::span<cons
   {cc.prefix_stats()};
 };
 
+/// A cache with the batched sequence calls (pkv): parallel sampling and beam search fork all of
+/// a parent's children with one fork_many and free finished groups and beam losers with one
+/// free_many. The seed baseline has neither; its users call fork and free per sequence.
+template <class Cache>
+concept ManyCache = requires(Cache& c, SeqId s, std::span<const SeqId> ids, FreeManyOutcome& out) {
+  {c.fork_many(s, ids)};
+  {c.free_many(ids, out)};
+};
+
 template <class Cache>
 class Scheduler {
  public:
   static constexpr bool kTokens = TokenCache<Cache>;
+  static constexpr bool kMany = ManyCache<Cache>;
 
   Scheduler(const Options& o, Cache& cache, Verifier<Cache>& verifier, WaitingQueue& waiting,
             EvictionLog& evicted)
@@ -111,7 +122,7 @@ class Scheduler {
     for (auto& s : g.seqs) s.id = g.new_id();
     std::vector<SeqId> created;
     auto rollback = [&](Admit why) {
-      for (auto id : created) free_seq(c, id);
+      free_seqs(c, created);
       return c.error.empty() ? why : Admit::fatal;
     };
     auto classify = [&](const char* what, SeqId id, const Error& e) {
@@ -168,12 +179,11 @@ class Scheduler {
         return a;
     }
     if (!single) {
-      for (std::size_t i = 1; i < g.seqs.size(); ++i) {
-        auto r = timed(c.st, Op::fork, [&] { return cache_.fork(root.id, g.seqs[i].id); });
-        if (!r) return classify("fork", root.id, r.error());
-        ++c.st.forks;
-        created.push_back(g.seqs[i].id);
-      }
+      std::vector<SeqId> children;
+      for (std::size_t i = 1; i < g.seqs.size(); ++i) children.push_back(g.seqs[i].id);
+      if (auto r = fork_children(c, root.id, children); !r)
+        return classify("fork", root.id, r.error());
+      created.insert(created.end(), children.begin(), children.end());
       for (auto& s : g.seqs) {
         if (s.kept <= prefix) continue;
         const auto gate = verifier_.writing();
@@ -216,7 +226,9 @@ class Scheduler {
   }
 
   void release_group(Ctx& c, Group& g) {
-    for (const auto& s : g.seqs) free_seq(c, s.id);
+    std::vector<SeqId> ids;
+    for (const auto& s : g.seqs) ids.push_back(s.id);
+    free_seqs(c, ids);
   }
 
  private:
@@ -235,9 +247,71 @@ class Scheduler {
     st.hist[static_cast<std::size_t>(op)].record(static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
   }
+  /// A call that does `items` sequence operations (fork_many, free_many): recorded as `op`, one
+  /// sample per item, each the call's time divided by the items (as append_batch, report.hpp).
+  template <class F>
+  auto timed_items(Stats& st, Op op, std::size_t items, F&& f) {
+    const auto t0 = Clock::now();
+    auto result = f();
+    const auto t1 = Clock::now();
+    const auto ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    for (std::size_t i = 0; i < items; ++i)
+      st.hist[static_cast<std::size_t>(op)].record(ns / std::max<std::size_t>(items, 1));
+    return result;
+  }
 
   static std::string fail(const char* what, SeqId id, const Error& e) {
     return std::string(what) + "(" + to_string(id) + "): " + e.message();
+  }
+
+  /// Forks every child of `children` from `parent`, all or nothing (fork_many; fork per child
+  /// on a cache without it, undoing the ones made when one fails). Counts the forks.
+  Result<void> fork_children(Ctx& c, SeqId parent, std::span<const SeqId> children) {
+    if (children.empty()) return {};
+    if constexpr (kMany) {
+      auto r = timed_items(c.st, Op::fork, children.size(),
+                           [&] { return cache_.fork_many(parent, children); });
+      if (!r) {
+        ++c.st.failed_calls;
+        return r.error();
+      }
+    } else {
+      for (std::size_t i = 0; i < children.size(); ++i) {
+        auto r = timed(c.st, Op::fork, [&] { return cache_.fork(parent, children[i]); });
+        if (!r) {
+          for (std::size_t j = 0; j < i; ++j) free_seq(c, children[j]);
+          return r.error();
+        }
+      }
+    }
+    c.st.forks += children.size();
+    return {};
+  }
+
+  /// Frees `ids` (free_many, or free per id); ids evicted meanwhile are fine. False on any other
+  /// error (recorded in c.error).
+  bool free_seqs(Ctx& c, std::span<const SeqId> ids) {
+    if constexpr (kMany) {
+      if (ids.empty()) return true;
+      FreeManyOutcome out;
+      timed_items(c.st, Op::free, ids.size(), [&] {
+        cache_.free_many(ids, out);
+        return true;
+      });
+      for (const auto& e : out.errors) {
+        ++c.st.failed_calls;
+        if (e.error.code() != Errc::sequence_not_found) {
+          c.error = fail("free_many", ids[e.item], e.error);
+          return false;
+        }
+      }
+      return true;
+    } else {
+      bool ok = true;
+      for (SeqId id : ids) ok = free_seq(c, id) && ok;
+      return ok;
+    }
   }
 
   /// Frees a sequence; one that was evicted meanwhile is fine. False on any other error.
@@ -280,32 +354,36 @@ class Scheduler {
     for (std::uint32_t j = 0; j < o_.beam_width; ++j) ++children[g.rng.below(parents)];
     std::vector<SeqState> survivors;
     std::vector<std::uint32_t> survivor_children;
+    std::vector<SeqId> losers;
     for (std::size_t i = 0; i < parents; ++i) {
       if (children[i] == 0) {
-        if (!free_seq(c, g.seqs[i].id)) return Outcome::fatal;
+        losers.push_back(g.seqs[i].id);
       } else {
         survivors.push_back(std::move(g.seqs[i]));
         survivor_children.push_back(children[i]);
       }
     }
     g.seqs = std::move(survivors);
+    if (!free_seqs(c, losers)) return Outcome::fatal;
     const std::size_t kept_parents = g.seqs.size();
+    std::vector<SeqId> ids;
     for (std::size_t i = 0; i < kept_parents; ++i) {
-      for (std::uint32_t k = 1; k < survivor_children[i]; ++k) {
+      if (survivor_children[i] < 2) continue;
+      ids.clear();
+      for (std::uint32_t k = 1; k < survivor_children[i]; ++k) ids.push_back(g.new_id());
+      const SeqId parent = g.seqs[i].id;
+      if (auto r = fork_children(c, parent, ids); !r) {
+        if (r.error().code() == Errc::sequence_not_found) return settle(c, g, Outcome::preempted);
+        c.error = fail("fork", parent, r.error());
+        return Outcome::fatal;
+      }
+      for (SeqId id : ids) {
         SeqState child = g.seqs[i];
-        child.id = g.new_id();
-        const SeqId parent = g.seqs[i].id;
-        auto r = timed(c.st, Op::fork, [&] { return cache_.fork(parent, child.id); });
-        if (!r) {
-          if (r.error().code() == Errc::sequence_not_found) return settle(c, g, Outcome::preempted);
-          c.error = fail("fork", parent, r.error());
-          return Outcome::fatal;
-        }
-        ++c.st.forks;
+        child.id = id;
         g.seqs.push_back(std::move(child));
         if (priority_) {
           auto p = timed(c.st, Op::set_priority,
-                         [&] { return cache_.set_priority(g.seqs.back().id, g.req.priority); });
+                         [&] { return cache_.set_priority(id, g.req.priority); });
           if (!p && p.error().code() == Errc::sequence_not_found)
             return settle(c, g, Outcome::preempted);
         }

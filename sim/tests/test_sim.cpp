@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,9 +15,11 @@
 
 #include "histogram.hpp"
 #include "options.hpp"
+#include "pkv/paged_kv_cache.hpp"
 #include "plot.hpp"
 #include "report.hpp"
 #include "simulator.hpp"
+#include "simulator_impl.hpp"
 #include "workload.hpp"
 
 namespace pkv::sim {
@@ -262,6 +265,73 @@ TEST(Sim, mt_beam_search_forks_and_frees) {
   EXPECT_GT(r.forks, 12u * 3u);
   EXPECT_GT(r.cow_copies, 0u);
   EXPECT_GT(r.sharing_saved_pct, 20.0);
+}
+
+// pkv as the simulator sees it, counting the sequence calls it makes: parallel sampling and beam
+// search must fork through fork_many and free through free_many (one call per parent, per group
+// or per set of losers), never per sequence.
+class CountingCache final : public PagedKvCache {
+ public:
+  CountingCache(std::size_t blocks, std::size_t block_size, const PagedKvCache::Options& o)
+      : PagedKvCache(blocks, block_size, 4, 8, o) {}
+  Result<void> fork(SeqId src, SeqId dst) {
+    forks.fetch_add(1);
+    return PagedKvCache::fork(src, dst);
+  }
+  Result<void> fork_many(SeqId src, std::span<const SeqId> dsts) {
+    fork_many_calls.fetch_add(1);
+    Result<void> r = PagedKvCache::fork_many(src, dsts);
+    if (r) fork_many_children.fetch_add(dsts.size());  // all or nothing
+    return r;
+  }
+  Result<void> free(SeqId seq) {
+    frees.fetch_add(1);
+    return PagedKvCache::free(seq);
+  }
+  void free_many(std::span<const SeqId> seqs, FreeManyOutcome& out) {
+    free_many_calls.fetch_add(1);
+    free_many_ids.fetch_add(seqs.size());
+    PagedKvCache::free_many(seqs, out);
+  }
+  std::atomic<std::uint64_t> forks{0}, fork_many_calls{0}, fork_many_children{0};
+  std::atomic<std::uint64_t> frees{0}, free_many_calls{0}, free_many_ids{0};
+};
+
+Report run_counting(const Options& o, CountingCache& c) {
+  detail::Simulator<CountingCache> sim(o, c, "counting", {});
+  return sim.run();
+}
+
+TEST(Sim, mt_sampling_and_beams_use_fork_many_and_free_many) {
+  PagedKvCache::Options co;
+  co.hold_copy_sources = true;  // --verify, as run_pkv configures it
+  {
+    auto o = small({"--workers", "2", "--requests", "24", "--dataset", "fixed:40:24", "--n", "3",
+                    "--blocks", "96", "--rate", "0", "--verify"});
+    CountingCache c(o.blocks, o.block_size, co);
+    const Report r = run_counting(o, c);
+    expect_accounted(r);
+    EXPECT_EQ(r.finished, 24u);
+    EXPECT_EQ(c.forks.load(), 0u);
+    EXPECT_GT(c.fork_many_calls.load(), 0u);
+    EXPECT_EQ(c.fork_many_children.load(), r.forks);  // every counted fork went through it
+    EXPECT_GE(r.forks, 24u * 2u);
+  }
+  {
+    auto o = small({"--workers", "2", "--requests", "12", "--dataset", "fixed:10:30",
+                    "--beam-width", "4", "--blocks", "64", "--rate", "0", "--verify"});
+    CountingCache c(o.blocks, o.block_size, co);
+    const Report r = run_counting(o, c);
+    expect_accounted(r);
+    EXPECT_EQ(r.finished, 12u);
+    EXPECT_EQ(c.forks.load(), 0u);
+    EXPECT_EQ(c.fork_many_children.load(), r.forks);
+    EXPECT_GT(c.fork_many_calls.load(), 0u);
+    EXPECT_LT(c.fork_many_calls.load(), r.forks);  // a parent's children in one call
+    EXPECT_EQ(c.frees.load(), 0u);  // losers, finished and preempted groups: free_many
+    EXPECT_GT(c.free_many_calls.load(), 0u);
+    EXPECT_LT(c.free_many_calls.load(), c.free_many_ids.load());
+  }
 }
 
 TEST(Sim, mt_streaming_llm_trims_and_verifies) {
