@@ -172,6 +172,7 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
     total.freed_many_mixed += c.freed_many_mixed;
     total.prefix_hits += c.prefix_hits;
     total.published += c.published;
+    total.token_batch_items += c.token_batch_items;
     reclaimed += h.model().prefix_stats().reclaimed;  // equal to the cache's (check())
   }
   EXPECT_GT(total.copies, 20u);
@@ -186,6 +187,7 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
   EXPECT_GT(total.truncated, 20u);
   EXPECT_GT(total.prefix_hits, 20u);
   EXPECT_GT(total.published, 20u);
+  EXPECT_GT(total.token_batch_items, 20u);  // append_batch(tokens) items on publishing sequences
   EXPECT_GT(reclaimed, 20u);
   EXPECT_GT(total.forked_many, 8u);  // needs 2+ of the 3 other ids free
   EXPECT_GT(total.freed_many_mixed, 20u);
@@ -193,7 +195,7 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
       "coverage over %llu steps: copies=%llu oom=%llu not_found=%llu invalid_op=%llu "
       "invalid_arg=%llu evicted=%llu streamed=%llu forks=%llu shared_appends=%llu "
       "copy_sources_released=%llu truncated=%llu fork_many(>=2)=%llu free_many(mixed)=%llu "
-      "prefix_hits=%llu published=%llu reclaimed=%llu\n",
+      "prefix_hits=%llu published=%llu reclaimed=%llu token_batch_items=%llu\n",
       static_cast<unsigned long long>(total.steps), static_cast<unsigned long long>(total.copies),
       static_cast<unsigned long long>(total.oom), static_cast<unsigned long long>(total.not_found),
       static_cast<unsigned long long>(total.invalid_operation),
@@ -206,7 +208,8 @@ TEST(ModelRc, st_generator_reaches_every_outcome) {
       static_cast<unsigned long long>(total.forked_many),
       static_cast<unsigned long long>(total.freed_many_mixed),
       static_cast<unsigned long long>(total.prefix_hits),
-      static_cast<unsigned long long>(total.published), static_cast<unsigned long long>(reclaimed));
+      static_cast<unsigned long long>(total.published), static_cast<unsigned long long>(reclaimed),
+      static_cast<unsigned long long>(total.token_batch_items));
 }
 
 // ---- fixed scenarios: the seed's defects, through the same harness ------------------------------
