@@ -30,7 +30,9 @@
 //                      tokens, layout and priority; last_access = tick, access_count = 1; dst is
 //                      not pinned and holds no pending copy source.
 //   free(s)            s missing [sequence_not_found]; each block (and pending source) loses a
-//                      reference and returns to the free list at 0. Pinned sequences too.
+//                      reference and returns to the free list at 0. Pinned sequences too. In
+//                      token mode the pending sources go first (newest first), then the table
+//                      tail first: that order decides which cached block is reclaimed first.
 //   fork_many(src, ds) errors in this order, each changing nothing: some d == src [fork's
 //                      invalid_operation]; an id twice in ds [invalid_argument]; the first d that
 //                      exists [fork's invalid_operation]; src missing [sequence_not_found]. Empty
@@ -235,7 +237,7 @@ class ReferenceModel {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
     const std::size_t n = it->second.pending.size();
-    for (std::uint32_t b : it->second.pending) drop(b);
+    drop_all(it->second.pending, it->second.token_mode);  // newest first, as free()
     it->second.pending.clear();
     return n;
   }
@@ -328,8 +330,11 @@ class ReferenceModel {
   Result<void> free(SeqId s) {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
+    // The held copy sources go first (newest first), then the table, tail first: pkv releases
+    // the sources as the end of the table (Shard::take_locked). The header says only "tail
+    // first"; a source is the old copy of a block at the table's end when it was copied.
+    drop_all(it->second.pending, it->second.token_mode);
     drop_all(it->second.blocks, it->second.token_mode);
-    for (std::uint32_t b : it->second.pending) drop(b);
     seqs_.erase(it);
     return {};
   }
