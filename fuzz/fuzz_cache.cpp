@@ -181,6 +181,8 @@ Op decode(Bytes& in) {
       break;
     case OpKind::reset_prefix:
       break;
+    case OpKind::append_batch_tokens:  // (not decoded: the corpus's byte meanings stay)
+      break;
     case OpKind::sequence_ids:
     case OpKind::select_target:
     case OpKind::evict:

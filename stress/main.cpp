@@ -170,13 +170,15 @@ int Stress::run() {
       " frees=%" PRIu64 " evict_calls=%" PRIu64 " evicted=%" PRIu64 " streamed=%" PRIu64
       " oom=%" PRIu64 " vanished=%" PRIu64 " strategy_changes=%" PRIu64 " fork_many=%" PRIu64
       " free_many=%" PRIu64 " truncates=%" PRIu64 " prefix_allocs=%" PRIu64
-      " prefix_hit_tokens=%" PRIu64 " reclaimed=%" PRIu64 " checks=%" PRIu64
-      " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64 "\n",
+      " prefix_hit_tokens=%" PRIu64 " prefix_hit_decoded=%" PRIu64 " prefix_appends=%" PRIu64
+      " prefix_matches=%" PRIu64 " prefix_matched_tokens=%" PRIu64 " reclaimed=%" PRIu64
+      " checks=%" PRIu64 " tokens_checked=%" PRIu64 " violations=%" PRIu64 " seed=%" PRIu64 "\n",
       total.ops, static_cast<double>(total.ops) / secs, total.allocs, total.appends, total.blind,
       total.copies, total.pin_forks, total.forks, total.cross_forks, total.frees, total.evict_calls,
       total.evicted, total.streamed, total.oom, total.vanished, total.strategy_changes,
       total.fork_manys, total.free_manys, total.truncates, total.prefix_allocs,
-      total.prefix_hit_tokens, reclaimed_, checks_, tokens_checked_, v, opt_.seed);
+      total.prefix_hit_tokens, total.prefix_hit_decoded, total.prefix_appends, total.prefix_matches,
+      total.prefix_matched_tokens, reclaimed_, checks_, tokens_checked_, v, opt_.seed);
   return v == 0 ? 0 : 1;
 }
 

@@ -472,20 +472,40 @@ void Stress::op_truncate(unsigned t) {
 }
 
 // Prefix caching under contention: a prompt from a few shared system prompts, questions and
-// salts (prompt_for), allocated with its token ids. The cached tokens it reports are not written:
-// each must read back the cookie derived from (salt, token ids up to it) that the block's
-// publisher wrote before committing (a wrong hit, e.g. a reclaimed block still findable, reads
-// another prompt's or another sequence's cookie). The other tokens get their content cookies,
-// the prompt is committed (its full blocks become findable) and the sequence is freed: its
-// blocks turn reclaimable, to be hit or reclaimed by the other threads. KV is written under the
-// gate (shared) or a pin, as op_allocate does.
+// salts, sometimes a second turn that repeats a first turn's answer (conversation_prompt),
+// allocated with its token ids. The cached tokens it reports are not written: each must read back
+// the cookie derived from (salt, token ids up to it) that the block's publisher wrote before
+// committing (a wrong hit, e.g. a reclaimed block still findable, reads another prompt's or
+// another sequence's cookie). The other tokens get their content cookies; then up to
+// kAnswerTokens answer tokens are decoded with token ids (append, or a one-item append_batch),
+// each step's cookies written before the next step commits them; then the sequence is committed
+// (now and then without its last decode step) and freed: its blocks turn reclaimable, to be hit
+// or reclaimed by the other threads. KV is written under the gate (shared) or a pin, as
+// op_allocate does.
+//
+// match_prefix has no effect and promises no lower bound under concurrency (a lookup racing with
+// a publish or reclaim may miss, and what it saw may be reclaimed before an allocate): it is
+// checked for what always holds, a multiple of block_size, at most prompt.size() - 1 (rounded
+// down to whole blocks), nothing under a salt no one allocates with, 0 for no tokens.
 void Stress::op_prefix(unsigned t) {
   Worker& w = workers_[t];
   std::lock_guard<std::mutex> own(w.mu);
   ++w.stats.ops;
   std::string salt;
-  const std::vector<TokenId> prompt = prompt_for(w.rng, &salt);
+  const std::vector<TokenId> prompt = conversation_prompt(w.rng, &salt);
   const std::uint64_t id = w.next_id++;
+  {
+    const std::size_t matched = cache_->match_prefix(prompt, salt);
+    ++w.stats.prefix_matches;
+    w.stats.prefix_matched_tokens += matched;
+    if (matched % bs() != 0 || matched > (prompt.size() - 1) / bs() * bs())
+      violation("match_prefix of a " + std::to_string(prompt.size()) + "-token prompt says " +
+                std::to_string(matched) + " tokens are cached");
+    if (w.rng() % 8 == 0 && cache_->match_prefix(prompt, kUnusedSalt) != 0)
+      violation("match_prefix found cached blocks under a salt no sequence was allocated with");
+    if (w.rng() % 32 == 0 && cache_->match_prefix({}, salt) != 0)
+      violation("match_prefix of no tokens is not 0");
+  }
   const auto g = test_support::share_if(gate_, !hold_);
   auto r = cache_->allocate(SeqId{id}, prompt, salt);
   if (!r) {
@@ -513,6 +533,7 @@ void Stress::op_prefix(unsigned t) {
       if (cell == nullptr) return violation(s(id) + ": prompt token without a slot");
       if (i < cached) {
         ++w.stats.prefix_hit_tokens;
+        if (prompt[i] >= kFirstAnswerToken) ++w.stats.prefix_hit_decoded;  // a decode step wrote it
         if (cell->k != want.k || cell->v != want.v)
           violation("prefix hit of " + s(id) + " (salt \"" + salt + "\"): token " +
                     std::to_string(i) + " of " + std::to_string(cached) +
@@ -521,7 +542,47 @@ void Stress::op_prefix(unsigned t) {
         *cell = want;
       }
     }
-    auto c = cache_->commit(SeqId{id}, prompt.size());
+    std::vector<TokenId> all = prompt;
+    for (std::uint64_t j = 0, answer = w.rng() % (kAnswerTokens + 1); j < answer;) {
+      std::vector<TokenId> step;
+      for (std::uint64_t k = std::min<std::uint64_t>(answer - j, 1 + w.rng() % 2); k > 0; --k)
+        step.push_back(answer_token(prompt, j + step.size()));
+      pkv::Result<std::optional<CopyOp>> a = std::optional<CopyOp>{};
+      if (step.size() == 1 && w.rng() % 3 == 0) {
+        const SeqId ids[] = {SeqId{id}};
+        pkv::AppendBatchOutcome out;
+        if (!cache_->append_batch(ids, step, out) || out.items != 1)
+          return violation("append_batch(" + s(id) + ", one token id) rejected its spans");
+        a = out.item(0);
+      } else {
+        a = cache_->append(SeqId{id}, step);
+      }
+      if (!a) {
+        if (a.error().code() != Errc::out_of_memory)
+          return violation("append(" + s(id) + ", token ids): unexpected \"" + a.error().message() +
+                           "\"");
+        ++w.stats.oom;
+        w.pressure = true;
+        break;
+      }
+      // Its last block is private and not findable (a partly filled block is never published;
+      // nothing forks this sequence): there is nothing to copy.
+      if (a.value()) return violation("append(" + s(id) + ", token ids) returned a CopyOp");
+      ++w.stats.prefix_appends;
+      const std::size_t first = all.size();
+      all.insert(all.end(), step.begin(), step.end());
+      const std::optional<SequenceInfo> post = cache_->get_sequence(SeqId{id});
+      if (!post || post->num_tokens != all.size() ||
+          post->block_ids.size() != blocks_for(all.size()) || !runs_ok(*post))
+        return violation("append(" + s(id) + ", token ids): wrong SequenceInfo afterwards");
+      for (std::size_t i = first; i < all.size(); ++i) {
+        Slot* cell = arena_.token(*post, i);
+        if (cell == nullptr) return violation(s(id) + ": decoded token without a slot");
+        *cell = prefix_cookie(salt, all, i);
+      }
+      j += step.size();
+    }
+    auto c = cache_->commit(SeqId{id}, w.rng() % 4 == 0 ? prompt.size() : all.size());
     if (!c) {
       expect_not_found(c.error(), id, "commit");  // (pin mode: cannot happen while pinned)
       w.ledger.vanished.push_back(id);

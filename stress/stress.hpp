@@ -135,6 +135,28 @@ inline std::vector<TokenId> prompt_for(std::mt19937_64& rng, std::string* salt) 
   for (std::uint64_t i = 0; i < q_len; ++i) v.push_back(static_cast<TokenId>(5000 + 10 * q + i));
   return v;
 }
+// Token j of the answer decoded after `prompt` (op_prefix appends these with token ids): fixed
+// by the prompt, so a second turn (conversation_prompt) repeats exactly what a first turn
+// appended and its prefix hits reach into the blocks that decode filled.
+inline constexpr std::uint64_t kAnswerTokens = 6;
+inline constexpr TokenId kFirstAnswerToken = 20000;  // answer tokens: 20000..29999
+inline TokenId answer_token(const std::vector<TokenId>& prompt, std::uint64_t j) {
+  std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+  for (TokenId t : prompt) h = (h ^ t) * 0x100000001b3ULL;
+  return static_cast<TokenId>(kFirstAnswerToken + (h + 7 * j) % 10000);
+}
+// A first turn (prompt_for), or a third of the time a second one: a first turn, its whole
+// answer, and a follow-up question of 1..3 tokens.
+inline std::vector<TokenId> conversation_prompt(std::mt19937_64& rng, std::string* salt) {
+  std::vector<TokenId> v = prompt_for(rng, salt);
+  if (rng() % 3 != 0) return v;
+  const std::vector<TokenId> first = v;
+  for (std::uint64_t j = 0; j < kAnswerTokens; ++j) v.push_back(answer_token(first, j));
+  for (std::uint64_t i = 1 + rng() % 3; i > 0; --i) v.push_back(static_cast<TokenId>(7000 + i));
+  return v;
+}
+// A salt no operation allocates under: match_prefix must never find anything with it.
+inline constexpr const char* kUnusedSalt = "tenant-never-allocated";
 
 // A sequence a thread owns and believes alive.
 struct Tracked {
@@ -158,7 +180,8 @@ struct Stats {
   std::uint64_t ops = 0, allocs = 0, appends = 0, blind = 0, copies = 0, pin_forks = 0, forks = 0,
                 cross_forks = 0, frees = 0, evict_calls = 0, evicted = 0, streamed = 0, oom = 0,
                 vanished = 0, strategy_changes = 0, fork_manys = 0, free_manys = 0, truncates = 0,
-                prefix_allocs = 0, prefix_hit_tokens = 0;
+                prefix_allocs = 0, prefix_hit_tokens = 0, prefix_appends = 0, prefix_matches = 0,
+                prefix_matched_tokens = 0, prefix_hit_decoded = 0;
   void add(const Stats& o) {
     ops += o.ops;
     allocs += o.allocs;
@@ -180,6 +203,10 @@ struct Stats {
     truncates += o.truncates;
     prefix_allocs += o.prefix_allocs;
     prefix_hit_tokens += o.prefix_hit_tokens;
+    prefix_appends += o.prefix_appends;
+    prefix_matches += o.prefix_matches;
+    prefix_matched_tokens += o.prefix_matched_tokens;
+    prefix_hit_decoded += o.prefix_hit_decoded;
   }
 };
 

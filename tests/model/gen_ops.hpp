@@ -275,6 +275,18 @@ inline rc::Gen<Op> op() {
               rc::gen::inRange<std::uint64_t>(0, 12), rc::gen::inRange<std::uint64_t>(0, 4),
               rc::gen::inRange<std::uint8_t>(0, 2))},
       {1, rc::gen::just(make(K::reset_prefix))},
+      // A decode step with token ids: family 0..3 continued (4: a token no prompt has).
+      {6, rc::gen::apply(
+              [](std::uint64_t s, std::uint64_t s2, std::uint64_t f, std::uint64_t n) {
+                Op o = make(K::append_batch_tokens);
+                o.seq = s;
+                o.seq2 = s2;
+                o.m = f;
+                o.n = n;
+                return o;
+              },
+              seq_id(), seq_id(), rc::gen::inRange<std::uint64_t>(0, 5),
+              rc::gen::inRange<std::uint64_t>(0, 7))},
       {8, rc::gen::apply(
               [](std::uint64_t s, std::uint64_t n) {
                 Op o = make(K::truncate);

@@ -46,7 +46,7 @@ struct Coverage {
   std::uint64_t steps = 0, ok = 0, copies = 0, oom = 0, not_found = 0, invalid_operation = 0,
                 invalid_argument = 0, evicted = 0, streamed = 0, forks = 0, shared_appends = 0,
                 copies_done = 0, truncated = 0, forked_many = 0, freed_many_mixed = 0,
-                prefix_hits = 0, published = 0;
+                prefix_hits = 0, published = 0, token_batch_items = 0;
 };
 
 class Harness {
@@ -134,6 +134,8 @@ class Harness {
       }
       case OpKind::reset_prefix:
         return compare_void(cache_->reset_prefix_cache(), model_.reset_prefix_cache());
+      case OpKind::append_batch_tokens:
+        return step_append_batch_tokens(op);
     }
     return "unknown op";
   }
@@ -348,19 +350,14 @@ class Harness {
     std::vector<Done> done;
     for (std::size_t i = 0; i < ids.size(); ++i) {
       const std::optional<SequenceInfo> mpre = model_.get_sequence(ids[i]);
-      Result<std::optional<CopyOp>> m = model_.append(ids[i], counts[i]);
-      const Result<std::optional<CopyOp>>& r = out[i];
-      const std::string item = "append_batch item " + std::to_string(i) + ": ";
-      if (r.has_value() != m.has_value()) return item + mismatch(r, m);
-      if (!r) {
-        if (std::string e = compare_error(r.error(), m.error()); !e.empty()) return item + e;
-        continue;
-      }
-      ++cov_.ok;
-      if (r.value().has_value() != m.value().has_value())
-        return item + "CopyOp presence differs from the model";
-      if (!mpre) return item + "succeeded on a sequence the model does not have";
-      done.push_back(Done{ids[i], mpre->num_tokens, counts[i], r.value()});
+      bool appended = false;
+      if (std::string e =
+              compare_item("append_batch", i, out[i], model_.append(ids[i], counts[i]), &appended);
+          !e.empty())
+        return e;
+      if (!appended) continue;
+      if (!mpre) return "append_batch item: succeeded on a sequence the model does not have";
+      done.push_back(Done{ids[i], mpre->num_tokens, counts[i], out[i].value()});
     }
     for (const Done& d : done) {
       if (d.copy) {
@@ -593,6 +590,79 @@ class Harness {
     return {};
   }
 
+  // append_batch with token ids: item i appends one id, family m continued at the position the
+  // item's sequence has when the item runs (computed on a copy of the model, which agrees with
+  // the cache). Each item must equal the model's append(seq, {id}) in item order; then the
+  // CopyOps are performed and the cookies written (content cookies while the sequence
+  // publishes, so that later hits on these blocks read back exactly them).
+  std::string step_append_batch_tokens(const Op& op) {
+    const SeqId s{op.seq};
+    const std::vector<SeqId> ids{s, SeqId{op.seq2}, s};
+    std::vector<TokenId> tokens;
+    {
+      ReferenceModel ahead = model_;
+      for (SeqId id : ids) {
+        const ReferenceModel::Seq* q = ahead.find(id);
+        tokens.push_back(continuation(op.m, q == nullptr ? 0 : q->num_tokens(), 1)[0]);
+        (void)ahead.append(id, std::vector<TokenId>{tokens.back()});
+      }
+    }
+    AppendBatchOutcome outcome;
+    if (op.n % 7 == 6) {  // two ids for three items: rejected, nothing appended
+      Result<void> r =
+          cache_->append_batch(ids, std::span<const TokenId>(tokens.data(), 2), outcome);
+      if (r || r.error().code() != Errc::invalid_argument)
+        return "append_batch(tokens) with 3 ids and 2 tokens: wanted invalid_argument";
+      if (outcome.items != 0 || !outcome.errors.empty() || !outcome.copies.empty())
+        return "append_batch(tokens) rejected but left an outcome";
+      ++cov_.invalid_argument;
+      return {};
+    }
+    if (!cache_->append_batch(ids, tokens, outcome)) return "append_batch(tokens) rejected";
+    if (outcome.items != ids.size()) return "append_batch(tokens): items is not seqs.size()";
+    const std::vector<Result<std::optional<CopyOp>>> out = outcome.per_item();
+    struct Done {
+      SeqId id;
+      std::uint64_t pos;  // the appended token's index in its sequence
+      std::uint64_t cookie;
+      std::optional<CopyOp> copy;
+    };
+    std::vector<Done> done;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const ReferenceModel::Seq* pre = model_.find(ids[i]);
+      const std::uint64_t pos = pre == nullptr ? 0 : pre->num_tokens();
+      bool appended = false;
+      if (std::string e =
+              compare_item("append_batch(tokens)", i, out[i],
+                           model_.append(ids[i], std::vector<TokenId>{tokens[i]}), &appended);
+          !e.empty())
+        return e;
+      if (!appended) continue;
+      const ReferenceModel::Seq* q = model_.find(ids[i]);
+      const bool publishing = q->token_mode && q->publishing;
+      cov_.token_batch_items += publishing ? 1 : 0;
+      const std::uint64_t cookie =
+          publishing ? content_cookie(q->salt, q->ids, pos) : ++next_cookie_;
+      done.push_back(Done{ids[i], pos, cookie, out[i].value()});
+    }
+    for (const Done& d : done) {
+      if (d.copy) {
+        ++cov_.copies;
+        if (d.copy->dst == d.copy->src) return "append_batch(tokens): CopyOp onto its own source";
+        arena_.copy(*d.copy);
+      }
+      const std::optional<SequenceInfo> info = cache_->get_sequence(d.id);
+      if (!info) return "append_batch(tokens): an appended sequence is missing";
+      std::vector<std::uint64_t>& e = expected_[d.id.value];
+      if (e.size() != d.pos) return "harness bookkeeping out of step";
+      std::uint64_t* cell = arena_.token(*info, d.pos);
+      if (cell == nullptr) return "slot_of points past the block table";
+      *cell = d.cookie;
+      e.push_back(d.cookie);
+    }
+    return {};
+  }
+
   std::string step_commit(const Op& op) {
     Result<std::size_t> r = cache_->commit(SeqId{op.seq}, op.n);
     Result<std::size_t> m = model_.commit(SeqId{op.seq}, op.n);
@@ -747,6 +817,24 @@ class Harness {
     return std::string("outcome: real ") +
            (r ? std::string("success") : "\"" + r.error().message() + "\"") + ", model " +
            (m ? std::string("success") : "\"" + m.error().message() + "\"");
+  }
+
+  // Item i of an append_batch against the model's append at its turn: "" when they agree;
+  // *appended: the item succeeded.
+  std::string compare_item(const char* call, std::size_t i, const Result<std::optional<CopyOp>>& r,
+                           const Result<std::optional<CopyOp>>& m, bool* appended) {
+    *appended = false;
+    const std::string item = std::string(call) + " item " + std::to_string(i) + ": ";
+    if (r.has_value() != m.has_value()) return item + mismatch(r, m);
+    if (!r) {
+      const std::string e = compare_error(r.error(), m.error());
+      return e.empty() ? e : item + e;
+    }
+    ++cov_.ok;
+    if (r.value().has_value() != m.value().has_value())
+      return item + "CopyOp presence differs from the model";
+    *appended = true;
+    return {};
   }
 
   std::string compare_void(const Result<void>& r, const Result<void>& m) {

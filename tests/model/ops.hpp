@@ -63,9 +63,12 @@ enum class OpKind : std::uint8_t {
   commit,           // commit(seq, n)
   match_prefix,     // match_prefix(prompt_of(m, n), salt_of(strategy))
   reset_prefix,     // reset_prefix_cache()
+  // append_batch({seq, seq2, seq}, one id per item continuing family m at each item's position);
+  // n % 7 == 6: a token span of the wrong length (invalid_argument)
+  append_batch_tokens,
 };
 inline constexpr int kOpKinds = 18;
-inline constexpr int kAllOpKinds = 26;
+inline constexpr int kAllOpKinds = 27;
 
 /// Prompt families: 0 and 1 are one prompt (full sharing), 2 and 3 share its first 4 tokens; a
 /// shorter prompt of a family is a prefix of a longer one. Token i of family f.
@@ -212,6 +215,9 @@ inline std::ostream& operator<<(std::ostream& os, const Op& op) {
                 << salt_of(op.strategy) << "\")";
     case OpKind::reset_prefix:
       return os << "reset_prefix_cache()";
+    case OpKind::append_batch_tokens:
+      return os << "append_batch({S" << op.seq << ", S" << op.seq2 << ", S" << op.seq
+                << "}, ids of family " << op.m << (op.n % 7 == 6 ? ", 2 ids" : "") << ")";
   }
   return os << "?";
 }

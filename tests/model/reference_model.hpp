@@ -236,7 +236,7 @@ class ReferenceModel {
     auto it = seqs_.find(s.value);
     if (it == seqs_.end()) return text::not_found(s);
     const std::size_t n = it->second.pending.size();
-    for (std::uint32_t b : it->second.pending) drop(b);
+    drop_all(it->second.pending, it->second.token_mode);  // newest first, as free()
     it->second.pending.clear();
     return n;
   }
@@ -375,12 +375,16 @@ class ReferenceModel {
   /// is shared (a reclaimable hit is revived), the rest taken, all or nothing: on out_of_memory
   /// (requested: the blocks to take; available: free_block_count() after the revivals) nothing
   /// changes. Commits nothing beyond the hit blocks. Returns the cached tokens.
-  Result<std::size_t> allocate(SeqId s, const std::vector<TokenId>& prompt, const std::string& salt,
-                               const Chooser& choose = {}) {
+  /// `hit_limit` caps the hit blocks (for checkers that accept a lookup that missed, see
+  /// test_linearizability.cpp); the cache itself has no such parameter.
+  Result<std::size_t> allocate(
+      SeqId s, const std::vector<TokenId>& prompt, const std::string& salt,
+      const Chooser& choose = {},
+      std::uint64_t hit_limit = std::numeric_limits<std::uint64_t>::max()) {
     if (prompt.empty()) return text::invalid_argument("empty prompt");
     if (seqs_.contains(s.value))
       return text::invalid_operation("Sequence " + text::seq(s) + " already exists");
-    const std::uint64_t max_hit = (prompt.size() - 1) / block_size_;
+    const std::uint64_t max_hit = std::min((prompt.size() - 1) / block_size_, hit_limit);
     const std::uint64_t nb = prompt.size() / block_size_ + (prompt.size() % block_size_ != 0);
     std::vector<std::uint32_t> hits;
     const std::deque<std::uint32_t> saved = reclaimable_;
@@ -578,6 +582,20 @@ class ReferenceModel {
     return s;
   }
 
+  /// Not part of the cache's API: the `n` least recently released reclaimable blocks lose their
+  /// hash and become plain free, as when a failed allocation reclaimed them and gave them back
+  /// (for checkers that tolerate it; see test_linearizability.cpp).
+  void forget_reclaimable(std::size_t n) {
+    for (; n > 0 && !reclaimable_.empty(); --n) {
+      const std::uint32_t b = reclaimable_.front();
+      reclaimable_.pop_front();
+      unindex(b);
+      pstats_.reclaimed += 1;
+      free_.push_back(b);
+      stats_.total_frees += 1;
+    }
+  }
+
   Result<std::vector<SeqId>> evict_to_threshold(double target) {
     if (!(target >= 0.0 && target <= 1.0)) return text::invalid_argument("target");
     std::vector<SeqId> out;
@@ -663,7 +681,29 @@ class ReferenceModel {
       mix(q.pins);
       mix(q.pending.size());
       for (std::uint32_t b : q.pending) mix(b);
+      mix(q.token_mode);
+      mix(q.publishing);
+      mix(q.committed);
+      mix(q.published);
+      mix(std::hash<std::string>{}(q.salt));
+      mix(q.ids.size());
+      for (TokenId t : q.ids) mix(t);
     }
+    // Prefix caching: what is findable under which key (in index order: the default hit), the
+    // reclaim order, and the counters compared at quiescence.
+    for (const auto& [k, blocks] : index_) {
+      mix(std::hash<std::string>{}(k.first));
+      mix(k.second.size());
+      for (TokenId t : k.second) mix(t);
+      for (std::uint32_t b : blocks) mix(b);
+    }
+    mix(reclaimable_.size());
+    for (std::uint32_t b : reclaimable_) mix(b);
+    mix(pstats_.requests);
+    mix(pstats_.queries);
+    mix(pstats_.hits);
+    mix(pstats_.published);
+    mix(pstats_.reclaimed);
     mix(stats_.total_allocations);
     mix(stats_.total_frees);
     mix(stats_.total_evictions);
