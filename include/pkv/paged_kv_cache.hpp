@@ -90,8 +90,8 @@
 //   for other data, and no longer findable under its old hash). New blocks come from plain free
 //   blocks first; reclaimable ones are taken only when none is left, least recently released first,
 //   and a sequence's blocks are released tail first (its held copy sources, hold_copy_sources,
-//   before them). No stranding: allocating k blocks succeeds
-//   whenever plain free + reclaimable >= k.
+//   before them). No stranding: allocating k blocks succeeds whenever plain free + reclaimable
+//   >= k.
 //     free_block_count() == plain free + reclaimable,  used + free == total_blocks()
 //   Different salts never share a block. With verify_tokens a hit also compares the stored token
 //   ids, so a digest collision cannot produce a wrong hit (prefix_stats().verify_failures counts
@@ -103,7 +103,12 @@
 //   hit is one CAS on the block's state word (holders + generation + findable), so a block is
 //   either revived or reclaimed, never both. Publishing and reclaiming take one index shard's
 //   lock. A lookup racing with a publish or reclaim on the same index shard may miss; it never
-//   returns a block whose content differs from the hash it asked for.
+//   returns a block whose content differs from the hash it asked for. The reclaim order and the
+//   no-stranding rule are exact when no other call is in flight; under concurrency a call that
+//   takes blocks may reclaim cached blocks that no sequential order would (a racing call took the
+//   plain blocks it counted on, or a racing free had not yet returned its own), and if it then
+//   fails with out_of_memory, what it reclaimed returns as plain free blocks, hashes forgotten. A
+//   cached prefix can be lost early that way; no hit ever returns wrong content.
 //   Memory ordering: a block's hash (and token ids) are stored with release before its findable
 //   bit is set (acq_rel CAS); lookups load state and hash with acquire and validate by CAS (or
 //   by re-reading the state), so a validated hash is the one published with that generation.

@@ -216,10 +216,11 @@ TEST(FoundBugs, st_failed_prefix_allocate_keeps_the_reclaim_order) {
 // and changes nothing; A then B, A reclaims it and B fails. But A checks "plain free +
 // reclaimable >= 2" first, then B takes the plain block, then A reclaims the cached block, finds
 // no second one and fails, giving it back as a plain free block: a failed allocation forgot
-// cached content. The header claims allocate is linearizable and lists no such exception (no
-// data is ever wrong; the prefix is recomputed). Probabilistic: needs the two calls to overlap.
-// DISABLED (fails until src/cache/blocks.cpp stops reclaiming on a path that can still fail, or
-// the header lists the deviation); run with --gtest_also_run_disabled_tests.
+// cached content (no data is ever wrong; the prefix is recomputed). The header now states this
+// weakening (its prefix-caching paragraph); this test asserts the stronger property that a
+// two-phase reclaim (reserve the reclaimable blocks, forget their hashes only once the call can
+// no longer fail) would restore. Probabilistic: needs the two calls to overlap. DISABLED until
+// then; run with --gtest_also_run_disabled_tests.
 TEST(FoundBugs, DISABLED_mt_failed_allocate_forgets_no_cached_block) {
   constexpr int kRounds = 200'000;
   std::uint64_t races = 0, forgotten = 0;

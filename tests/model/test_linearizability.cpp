@@ -429,9 +429,8 @@ struct History {
 //                  the j oldest reclaimable blocks (j >= 1; they become plain free) and then
 //                  performs the call, which must then return exactly what the cache returned.
 //                  Accepted when another thread's call that takes or releases blocks overlaps
-//                  it. NOT in the header's notes (sequentially a failed allocation changes
-//                  nothing and plain blocks go first; the header lists no exception): found by
-//                  this test and reported. It loses cached content early, never data.
+//                  it. The header's prefix-caching paragraph states this (found by this test):
+//                  a cached prefix can be lost early, no hit returns wrong content.
 //   Which of several findable blocks with one key a hit takes is not a tolerance: the header
 //   allows duplicates per hash and does not say which one is found, so the model tries every
 //   choice (they differ in which block is revived, hence in free blocks and reclaim order).
