@@ -141,9 +141,12 @@ std::optional<std::uint64_t> PrefixCache::peek_holders(const BlockHash& h,
     const std::uint64_t s = m.state.load(std::memory_order_acquire);
     if ((s & kFindable) == 0 || (s >> 32) != (value >> 32)) return false;
     if (!hash_equals(m, h) || !tokens_equal(BlockId{block}, tokens)) return false;
-    // Valid if the word did not change meanwhile (see Memory ordering).
-    if (m.state.load(std::memory_order_acquire) != s) return false;
-    holders = s & kHolders;
+    // Valid if generation and findable bit did not change meanwhile (see Memory ordering); the
+    // holder count may: sharers hitting or releasing the block do not change its content, and
+    // treating that as a change made lookups miss held blocks whenever a sharer came or went.
+    const std::uint64_t now = m.state.load(std::memory_order_acquire);
+    if ((now & ~kHolders) != (s & ~kHolders)) return false;
+    holders = now & kHolders;
     return true;
   });
   return holders;

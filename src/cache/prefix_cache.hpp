@@ -39,14 +39,15 @@
 // Memory ordering
 //   A block's hash words (and token ids) are written with release stores by its publisher while
 //   it is held and not yet findable, then the findable bit is set by a CAS (acq_rel). A lookup
-//   loads the state (acquire), then the hash words (acquire), then CASes (or, for peek, re-loads)
-//   the state expecting the same word. If a hash load read a value written by a later publisher,
-//   that publisher's store is release and ordered after the reclaim CAS that bumped the
-//   generation, so the lookup's later state access sees the bumped generation and fails: a
-//   validated read is consistent. Index slots store the value, then the key (release); readers
-//   load the key, then the value (acquire). Holder increments by fork are relaxed (the forker
-//   already holds the block); drops are acq_rel (the last drop orders every holder's use before
-//   the block's reuse). The reclaim queue and the counters are a mutex and relaxed figures.
+//   loads the state (acquire), then the hash words (acquire), then CASes the state expecting the
+//   same word (try_hit; a CAS lost to a holder change re-validates) or, for peek, re-loads it
+//   expecting the same generation and flags (holder counts may differ). If a hash load read a value
+//   written by a later publisher, that publisher's store is release and ordered after the reclaim
+//   CAS that bumped the generation, so the lookup's later state access sees the bumped generation
+//   and fails: a validated read is consistent. Index slots store the value, then the key (release);
+//   readers load the key, then the value (acquire). Holder increments by fork are relaxed (the
+//   forker already holds the block); drops are acq_rel (the last drop orders every holder's use
+//   before the block's reuse). The reclaim queue and the counters are a mutex and relaxed figures.
 #pragma once
 
 #include <array>
