@@ -115,8 +115,11 @@ Result<std::size_t> PagedKvCache::allocate(SeqId seq, std::span<const TokenId> p
 
 Result<std::optional<CopyOp>> PagedKvCache::append(SeqId seq, std::span<const TokenId> tokens) {
   Impl& m = *impl_;
-  PrefixCache* pc = m.prefix_or_null();
-  if (!m.prefix_options.enabled || pc == nullptr) return append(seq, tokens.size());
+  if (!m.prefix_options.enabled) return append(seq, tokens.size());
+  // Built here if no call has built it yet. (Falling back to the count form while it did not
+  // exist raced with another thread's token-id allocate of this very sequence: the count form
+  // then refused a token-mode sequence.)
+  (void)m.prefix_cache();
   const std::size_t hash = std::hash<SeqId>{}(seq);
   Shard& sh = m.shard_at(seq, hash);
   bool took = false;
@@ -145,10 +148,11 @@ Result<void> PagedKvCache::append_batch(std::span<const SeqId> seqs,
                                    " token ids");
   }
   Impl& m = *impl_;
-  if (!m.prefix_options.enabled || m.prefix_or_null() == nullptr) {
+  if (!m.prefix_options.enabled) {
     append_batch(seqs, 1, out);  // no sequence is in token mode
     return {};
   }
+  (void)m.prefix_cache();  // as append(seq, tokens)
   m.append_items<false, true>(seqs, 1, nullptr, out, tokens.data());
   return {};
 }
