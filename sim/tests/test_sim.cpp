@@ -298,7 +298,8 @@ class CountingCache final : public PagedKvCache {
 };
 
 Report run_counting(const Options& o, CountingCache& c) {
-  detail::Simulator<CountingCache> sim(o, c, "counting", {});
+  const ProgressFn no_progress;  // the simulator keeps a reference: it must outlive sim
+  detail::Simulator<CountingCache> sim(o, c, "counting", no_progress);
   return sim.run();
 }
 
