@@ -256,8 +256,8 @@ class Scheduler {
     const auto t1 = Clock::now();
     const auto ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
-    for (std::size_t i = 0; i < items; ++i)
-      st.hist[static_cast<std::size_t>(op)].record(ns / std::max<std::size_t>(items, 1));
+    const std::uint64_t per_item = ns / std::max<std::size_t>(items, 1);
+    for (std::size_t i = 0; i < items; ++i) st.hist[static_cast<std::size_t>(op)].record(per_item);
     return result;
   }
 

@@ -218,7 +218,7 @@ bool PrefixCache::queue_entry_live(std::uint32_t block, std::uint32_t epoch) con
 }
 
 void PrefixCache::compact_queue_locked() {
-  std::erase_if(queue_, [&](const auto& e) { return !queue_entry_live(e.first, e.second); });
+  std::erase_if(queue_, [&](const auto& e) { return !queue_entry_live(e.block, e.epoch); });
 }
 
 std::optional<BlockId> PrefixCache::reclaim(bool managed) {

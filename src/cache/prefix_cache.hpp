@@ -215,7 +215,11 @@ class PrefixCache {
   // `reclaimable`: *epoch is its new release epoch, and the caller must enqueue() it.
   enum class Drop { held, plain, reclaimable };
   Drop drop(BlockId b, std::uint32_t* epoch);
-  using QueueEntry = std::pair<std::uint32_t, std::uint32_t>;  // {block, release epoch}
+  // Trivial (not std::pair), so release_tail_first's chunk on the stack is not zeroed per call.
+  struct QueueEntry {
+    std::uint32_t block;
+    std::uint32_t epoch;  // the block's release_epoch when it was queued
+  };
   static constexpr std::size_t kReleaseChunk = 64;
   // Counts n newly reclaimable blocks and appends their entries to the queue, in order.
   void enqueue(const QueueEntry* entries, std::size_t n);
