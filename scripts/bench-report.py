@@ -460,7 +460,11 @@ def make_plot(png, threaded, evict, med):
     try:
         panels = []
         for w in threaded:
-            impls = [i for i in IMPL_ORDER if any((w, i, t) in med for t in THREADS)]
+            # IMPL_ORDER first, then any other impl names (BM_block_hashes names its algorithms).
+            seen = sorted({k[1] for k in med if k[0] == w})
+            impls = [i for i in IMPL_ORDER if i in seen] + [i for i in seen if i not in IMPL_ORDER]
+            if not any(any((w, i, t) in med for t in THREADS) for i in impls):
+                continue  # no thread-count series to draw
             path = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]", "_", w) + ".dat")
             with open(path, "w") as f:
                 f.write("# threads " + " ".join(impls) + "\n")

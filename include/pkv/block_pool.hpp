@@ -201,13 +201,16 @@ class BasicBlockPool {
   // Slots: one per cached thread, plus one shared by all threads beyond kMaxCachedThreads.
   static constexpr std::size_t kSlots = kMaxCachedThreads + 1;
 
-  // A line per block: blocks move between threads' magazines, so over time any two threads'
-  // blocks sit next to each other in id order; with 16 counts per line, one thread's hand_out and
-  // another's release wrote the same lines (26% of 2-thread prefill samples in those two loads
-  // and stores, perf). Padded, BM_prefill at 2 threads went from 6.95M to 10.74M calls/s, beam
-  // fork_many from 5.7M to 10.6M, and 1 thread lost 6% (medians of 5 and 3, interleaved).
-  // 60 bytes a block more: 1.9 MiB for 32k blocks.
-  struct alignas(kLine) BlockMeta {
+  // A 64-byte line per block: blocks move between threads' magazines, so over time any two
+  // threads' blocks sit next to each other in id order; with 16 counts per line, one thread's
+  // hand_out and another's release wrote the same lines (26% of 2-thread prefill samples in
+  // those two loads and stores, perf). Padded to kLine (128), BM_prefill at 2 threads went from
+  // 6.95M to 10.74M calls/s, beam fork_many from 5.7M to 10.6M, 1 thread lost 6% (medians of 5
+  // and 3, interleaved A/B); 64 measured the same as 128 (medians of 5: prefill 2 threads 9.32M
+  // vs 8.98M, fork_many 8.27M vs 8.49M) at half the memory, so the prefetcher's line pairs stay
+  // shared. 60 bytes a block more: 1.9 MiB for 32k blocks, 57 MiB for a million.
+  static constexpr std::size_t kRefLine = 64;
+  struct alignas(kRefLine) BlockMeta {
     Atom<std::uint32_t> refs{0};  // reference count; 0 = free
   };
   static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
