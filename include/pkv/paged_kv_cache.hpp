@@ -85,7 +85,8 @@
 //   findable: a later allocate of a prompt with the same leading blocks under the same salt shares
 //   them instead of computing them. Only full, committed blocks are findable; two threads
 //   prefilling the same prompt at once each compute their own copy (duplicates per hash are
-//   allowed). Block states: plain free -> held -> cached-held (findable) -> reclaimable (findable,
+//   allowed; a hit takes a held duplicate before a reclaimable one, which would cost a free
+//   block). Block states: plain free -> held -> cached-held (findable) -> reclaimable (findable,
 //   held by no sequence; counted in free_block_count()) -> revived by a hit, or reclaimed (taken
 //   for other data, and no longer findable under its old hash). New blocks come from plain free
 //   blocks first; reclaimable ones are taken only when none is left, least recently released first,

@@ -103,6 +103,18 @@ bool PrefixCache::index_find(const IndexShard& sh, std::uint64_t key, Visit&& vi
 }
 
 PrefixCache::Hit PrefixCache::try_hit(const BlockHash& h, std::span<const TokenId> tokens) {
+  // Among duplicates, a held one first: sharing it takes no free block, reviving a reclaimable
+  // one takes one, so an allocate that fits with the held copies never fails (or reclaims other
+  // prefixes) for having revived the other copy. A second pass revives only if the first saw a
+  // reclaimable candidate (a miss costs one probe).
+  bool saw_reclaimable = false;
+  Hit hit = try_hit_pass(h, tokens, /*held_only=*/true, &saw_reclaimable);
+  if (!hit && saw_reclaimable) hit = try_hit_pass(h, tokens, /*held_only=*/false, nullptr);
+  return hit;
+}
+
+PrefixCache::Hit PrefixCache::try_hit_pass(const BlockHash& h, std::span<const TokenId> tokens,
+                                           bool held_only, bool* saw_reclaimable) {
   const std::uint64_t key = key_of(h);
   Hit hit;
   index_find(shard_of(key), key, [&](std::uint64_t value) {
@@ -115,6 +127,10 @@ PrefixCache::Hit PrefixCache::try_hit(const BlockHash& h, std::span<const TokenI
       if (!hash_equals(m, h)) return false;
       if (!tokens_equal(BlockId{block}, tokens)) {
         verify_failures_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a figure
+        return false;
+      }
+      if (held_only && (s & kHolders) == 0) {
+        *saw_reclaimable = true;
         return false;
       }
       // The hit: one CAS expecting exactly the validated word (acq_rel: the revived block's
@@ -133,6 +149,7 @@ PrefixCache::Hit PrefixCache::try_hit(const BlockHash& h, std::span<const TokenI
 std::optional<std::uint64_t> PrefixCache::peek_holders(const BlockHash& h,
                                                        std::span<const TokenId> tokens) const {
   const std::uint64_t key = key_of(h);
+  // As try_hit: a held duplicate if there is one, else a reclaimable one (holders 0).
   std::optional<std::uint64_t> holders;
   index_find(shard_of(key), key, [&](std::uint64_t value) {
     const std::uint32_t block = static_cast<std::uint32_t>(value);
@@ -147,7 +164,7 @@ std::optional<std::uint64_t> PrefixCache::peek_holders(const BlockHash& h,
     const std::uint64_t now = m.state.load(std::memory_order_acquire);
     if ((now & ~kHolders) != (s & ~kHolders)) return false;
     holders = now & kHolders;
-    return true;
+    return *holders != 0;  // a held one ends the search; a reclaimable one may have a held twin
   });
   return holders;
 }

@@ -121,6 +121,8 @@ class PrefixCache {
   /// A hit: a findable block with hash `h` (and, with verify_tokens, these tokens), held once more
   /// (revived if it was reclaimable). The caller reports the revived blocks of its hits with one
   /// note_revived(n) after its lookups (one counter update per allocation, not per block).
+  /// Among duplicates it takes a held one if any (reviving a reclaimable twin would take a free
+  /// block for nothing), else a reclaimable one.
   Hit try_hit(const BlockHash& h, std::span<const TokenId> tokens);
   /// `n` reclaimable blocks were revived by try_hit: they no longer count as reclaimable.
   void note_revived(std::size_t n) noexcept {
@@ -208,6 +210,10 @@ class PrefixCache {
   // The lock-free probe: calls visit(value) for each slot with `key` until it returns true.
   template <class Visit>
   bool index_find(const IndexShard& sh, std::uint64_t key, Visit&& visit) const;
+  // One lookup pass of try_hit: held_only skips reclaimable candidates (setting
+  // *saw_reclaimable when it met one); otherwise any findable candidate.
+  Hit try_hit_pass(const BlockHash& h, std::span<const TokenId> tokens, bool held_only,
+                   bool* saw_reclaimable);
   // After the CAS that made `b` unfindable (old_state: the word before it): its index entry
   // removed and the counters updated (reclaim, reset).
   void forget(BlockId b, std::uint64_t old_state);

@@ -387,3 +387,26 @@ TEST(ModelScenario, st_held_copy_source_is_released_before_the_table) {
   const std::string e = run_program(cfg, ops);
   ASSERT_EQ(e, "");
 }
+
+TEST(ModelScenario, st_allocate_after_truncated_shared_prefix_sees_every_reclaimable_block) {
+  // Found by st_random_programs_match_reference_model (CI run at 3dd3833): the allocate at the
+  // end refused 3 blocks with "2 available" where the model had them.
+  CacheConfig cfg{10, 1, 1, 1, 64, false, 1};
+  auto batch = [](std::uint64_t a, std::uint64_t b) {
+    Op o = op(OpKind::append_batch_tokens, a, 0, 0);
+    o.seq2 = b;
+    return o;
+  };
+  const std::vector<Op> ops = {op(OpKind::allocate_tokens, 2, 2, 0),
+                               op(OpKind::allocate_tokens, 1, 4, 0),
+                               op(OpKind::append_tokens, 1, 0, 0),
+                               op(OpKind::truncate, 1, 4),
+                               op(OpKind::allocate_tokens, 2627, 3, 0),
+                               batch(2627, 2),
+                               batch(2, 7745),
+                               op(OpKind::evict),
+                               op(OpKind::truncate, 2, 3),
+                               op(OpKind::allocate_tokens, 1, 7, 0)};
+  const std::string e = run_program(cfg, ops);
+  ASSERT_EQ(e, "");
+}
