@@ -126,7 +126,8 @@ PrefixCache::Hit PrefixCache::try_hit_pass(const BlockHash& h, std::span<const T
       if ((s & kFindable) == 0 || (s >> 32) != (value >> 32)) return false;
       if (!hash_equals(m, h)) return false;
       if (!tokens_equal(BlockId{block}, tokens)) {
-        verify_failures_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a figure
+        // Counted in the first pass only: a second pass meets no candidate the first did not.
+        if (held_only) verify_failures_.fetch_add(1, std::memory_order_relaxed);  // a figure
         return false;
       }
       if (held_only && (s & kHolders) == 0) {
